@@ -1,0 +1,360 @@
+"""Trajectory data sets from the numerical solvers, with splits, normalisation and a safe cache.
+
+A data set is fully described by a :class:`DataConfig`.  Its train/val/test splits are drawn
+from independent seeds derived from ``config.seed``; a burn-in of ``burn_in`` time units is
+integrated and discarded so every trajectory starts on the attractor.  Normalisation
+statistics (per-channel mean and standard deviation) come from the train split only.
+
+Cache: files live under ``cache_dir`` (default: ``$ARDM_INFER_CACHE`` or the platform's user
+cache directory), named by the SHA-256 of the full config and a format version, so a changed
+parameter never reads stale data.  Files are written to a temporary name, flushed and fsynced,
+then atomically renamed: an interrupted generation never leaves a file that is later read as
+complete.  On load, the stored config is compared with the requested one.
+
+Shapes: each split is ``(trajectories, frames, channels, *space)`` in physical units (float32).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from .dynamics import (
+    KolmogorovConfig,
+    KolmogorovFlow,
+    KSConfig,
+    KuramotoSivashinsky,
+    Lorenz96,
+    Lorenz96Config,
+    spectral_resample,
+)
+
+DATA_FORMAT_VERSION = 1
+PDES = ("ks", "kolmogorov", "lorenz96")
+SPLITS = ("train", "val", "test")
+_SPLIT_OFFSET = {"train": 0, "val": 1, "test": 2}
+
+
+def _solver_config_type(pde: str) -> type:
+    return {"ks": KSConfig, "kolmogorov": KolmogorovConfig, "lorenz96": Lorenz96Config}[pde]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Everything that determines a data set.
+
+    Attributes:
+        pde: ``"ks"``, ``"kolmogorov"`` or ``"lorenz96"``.
+        solver: the solver's config (KSConfig, KolmogorovConfig or Lorenz96Config).
+        train, val, test: number of trajectories per split.
+        frames: frames per trajectory (after burn-in).
+        burn_in: time units integrated and discarded before the first frame.
+        seed: base seed; split s uses seed ``1000 * seed + index(s)``.
+        batch_size: trajectories integrated at once (memory only; does not change the data).
+    """
+
+    pde: str
+    solver: Any
+    train: int
+    val: int
+    test: int
+    frames: int
+    burn_in: float
+    seed: int = 0
+    batch_size: int = field(default=64, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.pde not in PDES:
+            raise ValueError(f"unknown pde {self.pde!r}; expected one of {PDES}")
+        if not isinstance(self.solver, _solver_config_type(self.pde)):
+            raise TypeError(
+                f"solver for pde={self.pde!r} must be {_solver_config_type(self.pde).__name__}"
+            )
+        for name in ("train", "val", "test", "frames"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0")
+        if self.frames < 1:
+            raise ValueError("frames must be >= 1")
+        if self.burn_in < 0:
+            raise ValueError("burn_in must be >= 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form (everything that determines the data; not batch_size)."""
+        d = dataclasses.asdict(self)
+        d.pop("batch_size")
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DataConfig:
+        d = dict(d)
+        d["solver"] = _solver_config_type(d["pde"])(**d["solver"])
+        return cls(**d)
+
+    def key(self) -> str:
+        """SHA-256 of the config and the data format version (hex)."""
+        payload = json.dumps(
+            {"format": DATA_FORMAT_VERSION, "config": self.to_dict()}, sort_keys=True
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+    def replace(self, **changes: Any) -> DataConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def default_data_config(pde: str) -> DataConfig:
+    """The default data set of each PDE (see README for the reasoning behind the choices).
+
+    - ks: L = 64, 256 points, frames every 0.2 time units; 128/16/32 trajectories of 700
+      frames (the long evaluation horizon is 640 frames plus context), burn-in 100.
+    - kolmogorov: Re = 1000, n = 4, drag 0.1, simulated at 128^2 and stored at 64^2, frames
+      every 0.2; 24/4/8 trajectories of 250 frames (long horizon 180 plus context),
+      burn-in 10 (the energy is statistically steady after about 5 time units).
+    - lorenz96: 40 variables, F = 8, frames every 0.05; 16/4/8 trajectories of 1000 frames.
+    """
+    if pde == "ks":
+        return DataConfig("ks", KSConfig(), train=128, val=16, test=32, frames=700, burn_in=100.0)
+    if pde == "kolmogorov":
+        return DataConfig(
+            "kolmogorov", KolmogorovConfig(), train=24, val=4, test=8, frames=250, burn_in=10.0
+        )
+    if pde == "lorenz96":
+        return DataConfig(
+            "lorenz96", Lorenz96Config(), train=16, val=4, test=8, frames=1000, burn_in=20.0
+        )
+    raise ValueError(f"unknown pde {pde!r}; expected one of {PDES}")
+
+
+def make_solver(pde: str, solver_config: Any) -> Any:
+    """Instantiate the solver of ``pde`` for its config."""
+    return {"ks": KuramotoSivashinsky, "kolmogorov": KolmogorovFlow, "lorenz96": Lorenz96}[pde](
+        solver_config
+    )
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A generated data set.
+
+    Attributes:
+        config: the :class:`DataConfig`.
+        train, val, test: ``(trajectories, frames, channels, *space)`` float32, physical units.
+        mean, std: per-channel statistics of the train split, ``(channels,)``.
+        path: cache file it was read from or written to (None if not cached).
+        generation_seconds: wall time of generation (None when read from cache).
+    """
+
+    config: DataConfig
+    train: torch.Tensor
+    val: torch.Tensor
+    test: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+    path: Path | None = None
+    generation_seconds: float | None = None
+
+    def split(self, name: str) -> torch.Tensor:
+        if name not in SPLITS:
+            raise ValueError(f"unknown split {name!r}; expected one of {SPLITS}")
+        return getattr(self, name)
+
+    def _stat_shape(self, x: torch.Tensor, channel_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+        nd = x.ndim
+        cd = channel_dim % nd
+        shape = [1] * nd
+        shape[cd] = -1
+        return self.mean.to(x).reshape(shape), self.std.to(x).reshape(shape)
+
+    def normalise(self, x: torch.Tensor, channel_dim: int = -1 - 0) -> torch.Tensor:
+        """Map physical units to normalised units; ``channel_dim`` defaults to the channel
+        axis of ``(..., channels, *space)`` inferred from the frame rank."""
+        m, s = self._stat_shape(x, self._channel_dim(x, channel_dim))
+        return (x - m) / s
+
+    def denormalise(self, x: torch.Tensor, channel_dim: int = -1 - 0) -> torch.Tensor:
+        """Inverse of :meth:`normalise`."""
+        m, s = self._stat_shape(x, self._channel_dim(x, channel_dim))
+        return x * s + m
+
+    def _channel_dim(self, x: torch.Tensor, channel_dim: int) -> int:
+        if channel_dim != -1:
+            return channel_dim
+        space_rank = self.train.ndim - 3
+        return x.ndim - 1 - space_rank
+
+    def summary(self) -> str:
+        """Human-readable multi-line description."""
+        c = self.config
+        lines = [
+            f"data set '{c.pde}' key={c.key()[:16]}",
+            f"  solver: {c.solver}",
+            f"  frames per trajectory: {c.frames}, burn-in: {c.burn_in} time units, seed: {c.seed}",
+        ]
+        for s in SPLITS:
+            x = self.split(s)
+            lines.append(
+                f"  {s:5s}: shape {tuple(x.shape)}  min {x.min().item():+.3f}  "
+                f"max {x.max().item():+.3f}  finite {bool(torch.isfinite(x).all())}"
+            )
+        lines.append(f"  normalisation (train): mean {self.mean.tolist()}  std {self.std.tolist()}")
+        if self.path is not None:
+            lines.append(f"  cache file: {self.path}")
+        if self.generation_seconds is not None:
+            lines.append(f"  generated in {self.generation_seconds:.1f} s")
+        else:
+            lines.append("  read from cache")
+        return "\n".join(lines)
+
+
+def default_cache_dir() -> Path:
+    """``$ARDM_INFER_CACHE`` if set, else the platform's user cache dir for ardm_infer."""
+    env = os.environ.get("ARDM_INFER_CACHE")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("ardm_infer"))
+
+
+def cache_path(config: DataConfig, cache_dir: str | Path | None = None) -> Path:
+    """Where the data set of ``config`` is (or would be) cached."""
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return root / "data" / f"{config.pde}-{config.key()[:24]}.safetensors"
+
+
+def generate_split(config: DataConfig, split: str, progress: bool = False) -> torch.Tensor:
+    """Integrate the trajectories of one split: ``(n, frames, channels, *space)`` float32."""
+    n = getattr(config, split)
+    solver = make_solver(config.pde, config.solver)
+    scfg = config.solver
+    g = torch.Generator().manual_seed(1000 * config.seed + _SPLIT_OFFSET[split])
+    burn_steps = round(config.burn_in / scfg.dt)
+    chunks = []
+    bar = tqdm(
+        total=n * (burn_steps + config.frames * scfg.substeps),
+        desc=f"{config.pde}/{split}",
+        unit="step",
+        unit_scale=True,
+        disable=not progress,
+        file=sys.stderr,
+    )
+    # All initial conditions are drawn first, so the data do not depend on batch_size.
+    initial = solver.random_initial_condition(n, g, dtype=torch.float64) if n else None
+    for start in range(0, n, config.batch_size):
+        b = min(config.batch_size, n - start)
+        x = solver.integrate(initial[start : start + b], burn_steps)
+        bar.update(b * burn_steps)
+        frames = []
+        for _ in range(config.frames):
+            x = solver.integrate(x, scfg.substeps)
+            if config.pde == "kolmogorov":
+                frames.append(spectral_resample(x, scfg.output_grid))
+            else:
+                frames.append(x)
+            bar.update(b * scfg.substeps)
+        chunks.append(torch.stack(frames, 1).unsqueeze(2).to(torch.float32))
+    bar.close()
+    if not chunks:
+        return torch.zeros(0, config.frames, *solver.frame_shape)
+    out = torch.cat(chunks, 0)
+    if not torch.isfinite(out).all():
+        raise RuntimeError(f"{config.pde}/{split}: the solver produced non-finite values")
+    return out
+
+
+def _atomic_save(tensors: dict[str, torch.Tensor], metadata: dict[str, str], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _read(path: Path, config: DataConfig) -> Dataset | None:
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        print(f"ardm_infer: ignoring unreadable cache file {path} ({err})", file=sys.stderr)
+        return None
+    stored = json.loads(meta.get("config", "null"))
+    if stored != json.loads(json.dumps(config.to_dict())) or meta.get("complete") != "1":
+        print(
+            f"ardm_infer: cache file {path} does not match its config; regenerating",
+            file=sys.stderr,
+        )
+        return None
+    return Dataset(
+        config=config,
+        train=tensors["train"],
+        val=tensors["val"],
+        test=tensors["test"],
+        mean=tensors["mean"],
+        std=tensors["std"],
+        path=path,
+    )
+
+
+def load_dataset(
+    config: DataConfig | str = "ks",
+    cache_dir: str | Path | None = None,
+    progress: bool = False,
+    use_cache: bool = True,
+) -> Dataset:
+    """Return the data set of ``config`` (a DataConfig or a PDE name for its default),
+    generating and caching it if needed."""
+    if isinstance(config, str):
+        config = default_data_config(config)
+    path = cache_path(config, cache_dir)
+    if use_cache and path.exists():
+        ds = _read(path, config)
+        if ds is not None:
+            return ds
+    t0 = time.perf_counter()
+    splits = {s: generate_split(config, s, progress=progress) for s in SPLITS}
+    train = splits["train"]
+    reduce = [d for d in range(train.ndim) if d != 2]
+    if train.shape[0] > 0:
+        mean = train.mean(dim=reduce)
+        std = train.std(dim=reduce)
+    else:
+        mean = torch.zeros(train.shape[2])
+        std = torch.ones(train.shape[2])
+    seconds = time.perf_counter() - t0
+    if use_cache:
+        _atomic_save(
+            {**splits, "mean": mean, "std": std},
+            {
+                "config": json.dumps(config.to_dict(), sort_keys=True),
+                "complete": "1",
+                "format": str(DATA_FORMAT_VERSION),
+            },
+            path,
+        )
+    return Dataset(
+        config=config,
+        mean=mean,
+        std=std,
+        path=path if use_cache else None,
+        generation_seconds=seconds,
+        **splits,
+    )
