@@ -1,0 +1,37 @@
+"""ardm_infer: data assimilation with autoregressive diffusion models.
+
+Public entry points:
+
+- :mod:`ardm_infer.dynamics` — numerical truth (KS, Kolmogorov, Lorenz-96, linear-Gaussian).
+- :func:`load_dataset`, :class:`DataConfig` — cached trajectory data sets.
+- :mod:`ardm_infer.observe` — operators, the one log-likelihood, regimes.
+- :mod:`ardm_infer.metrics` — scoring functions shared by every strategy.
+- :mod:`ardm_infer.ardm` — the ARDM process, schedule and guided kernel.
+- :mod:`ardm_infer.guidance` — the seam between the ARDM and strategies.
+"""
+
+from . import dynamics, metrics, observe
+from ._version import __version__, code_version
+from .data import DataConfig, Dataset, default_data_config, load_dataset
+from .guidance import Guidance, SubStepState
+from .observe import Regime, parse_regime, preset
+from .process import Process, rollout
+
+__all__ = [
+    "DataConfig",
+    "Dataset",
+    "Guidance",
+    "Process",
+    "Regime",
+    "SubStepState",
+    "__version__",
+    "code_version",
+    "default_data_config",
+    "dynamics",
+    "load_dataset",
+    "metrics",
+    "observe",
+    "parse_regime",
+    "preset",
+    "rollout",
+]

@@ -6,10 +6,11 @@ integrated and discarded so every trajectory starts on the attractor.  Normalisa
 statistics (per-channel mean and standard deviation) come from the train split only.
 
 Cache: files live under ``cache_dir`` (default: ``$ARDM_INFER_CACHE`` or the platform's user
-cache directory), named by the SHA-256 of the full config and a format version, so a changed
-parameter never reads stale data.  Files are written to a temporary name, flushed and fsynced,
-then atomically renamed: an interrupted generation never leaves a file that is later read as
-complete.  On load, the stored config is compared with the requested one.
+cache directory) in a folder named by the SHA-256 of the full config and a format version, so
+a changed parameter never reads stale data.  Each split is written to a temporary name,
+flushed and fsynced, then atomically renamed: an interrupted generation never leaves a file
+that is later read as complete, and a rerun only generates the splits still missing.  On load,
+the stored config is compared with the requested one.
 
 Shapes: each split is ``(trajectories, frames, channels, *space)`` in physical units (float32).
 """
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
@@ -209,7 +210,7 @@ class Dataset:
             )
         lines.append(f"  normalisation (train): mean {self.mean.tolist()}  std {self.std.tolist()}")
         if self.path is not None:
-            lines.append(f"  cache file: {self.path}")
+            lines.append(f"  cache folder: {self.path}")
         if self.generation_seconds is not None:
             lines.append(f"  generated in {self.generation_seconds:.1f} s")
         else:
@@ -228,9 +229,11 @@ def default_cache_dir() -> Path:
 
 
 def cache_path(config: DataConfig, cache_dir: str | Path | None = None) -> Path:
-    """Where the data set of ``config`` is (or would be) cached."""
+    """Directory where the data set of ``config`` is (or would be) cached; it holds one
+    ``<split>.safetensors`` file per split, each written atomically when that split is done,
+    so an interrupted generation resumes from the splits already finished."""
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    return root / "data" / f"{config.pde}-{config.key()[:24]}.safetensors"
+    return root / "data" / f"{config.pde}-{config.key()[:24]}"
 
 
 def generate_split(config: DataConfig, split: str, progress: bool = False) -> torch.Tensor:
@@ -286,10 +289,11 @@ def _atomic_save(tensors: dict[str, torch.Tensor], metadata: dict[str, str], pat
             tmp.unlink()
 
 
-def _read(path: Path, config: DataConfig) -> Dataset | None:
+def _read_split(path: Path, config: DataConfig, split: str) -> dict[str, torch.Tensor] | None:
+    """Tensors of a cached split file, or None if it is missing, unreadable or not ours."""
+    if not path.exists():
+        return None
     try:
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as fh:
             meta = fh.metadata() or {}
         tensors = load_file(str(path))
@@ -297,21 +301,17 @@ def _read(path: Path, config: DataConfig) -> Dataset | None:
         print(f"ardm_infer: ignoring unreadable cache file {path} ({err})", file=sys.stderr)
         return None
     stored = json.loads(meta.get("config", "null"))
-    if stored != json.loads(json.dumps(config.to_dict())) or meta.get("complete") != "1":
+    if (
+        stored != json.loads(json.dumps(config.to_dict()))
+        or meta.get("split") != split
+        or meta.get("complete") != "1"
+    ):
         print(
             f"ardm_infer: cache file {path} does not match its config; regenerating",
             file=sys.stderr,
         )
         return None
-    return Dataset(
-        config=config,
-        train=tensors["train"],
-        val=tensors["val"],
-        test=tensors["test"],
-        mean=tensors["mean"],
-        std=tensors["std"],
-        path=path,
-    )
+    return tensors
 
 
 def load_dataset(
@@ -321,40 +321,56 @@ def load_dataset(
     use_cache: bool = True,
 ) -> Dataset:
     """Return the data set of ``config`` (a DataConfig or a PDE name for its default),
-    generating and caching it if needed."""
+    generating and caching whatever split is missing.
+
+    ``generation_seconds`` is the time spent generating in this call (None if every split
+    came from the cache)."""
     if isinstance(config, str):
         config = default_data_config(config)
-    path = cache_path(config, cache_dir)
-    if use_cache and path.exists():
-        ds = _read(path, config)
-        if ds is not None:
-            return ds
-    t0 = time.perf_counter()
-    splits = {s: generate_split(config, s, progress=progress) for s in SPLITS}
-    train = splits["train"]
-    reduce = [d for d in range(train.ndim) if d != 2]
-    if train.shape[0] > 0:
-        mean = train.mean(dim=reduce)
-        std = train.std(dim=reduce)
-    else:
-        mean = torch.zeros(train.shape[2])
-        std = torch.ones(train.shape[2])
-    seconds = time.perf_counter() - t0
-    if use_cache:
-        _atomic_save(
-            {**splits, "mean": mean, "std": std},
-            {
-                "config": json.dumps(config.to_dict(), sort_keys=True),
-                "complete": "1",
-                "format": str(DATA_FORMAT_VERSION),
-            },
-            path,
-        )
+    directory = cache_path(config, cache_dir)
+    splits: dict[str, torch.Tensor] = {}
+    stats: dict[str, torch.Tensor] = {}
+    seconds: float | None = None
+    for split in SPLITS:
+        path = directory / f"{split}.safetensors"
+        cached = _read_split(path, config, split) if use_cache else None
+        if cached is not None:
+            splits[split] = cached["data"]
+            if split == "train":
+                stats = {"mean": cached["mean"], "std": cached["std"]}
+            continue
+        t0 = time.perf_counter()
+        data = generate_split(config, split, progress=progress)
+        tensors = {"data": data}
+        if split == "train":
+            stats = _statistics(data)
+            tensors.update(stats)
+        if use_cache:
+            _atomic_save(
+                tensors,
+                {
+                    "config": json.dumps(config.to_dict(), sort_keys=True),
+                    "split": split,
+                    "complete": "1",
+                    "format": str(DATA_FORMAT_VERSION),
+                },
+                path,
+            )
+        seconds = (seconds or 0.0) + time.perf_counter() - t0
+        splits[split] = data
     return Dataset(
         config=config,
-        mean=mean,
-        std=std,
-        path=path if use_cache else None,
+        mean=stats["mean"],
+        std=stats["std"],
+        path=directory if use_cache else None,
         generation_seconds=seconds,
         **splits,
     )
+
+
+def _statistics(train: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-channel mean and std of ``(n, frames, channels, *space)``, ``(channels,)`` each."""
+    if train.shape[0] == 0:
+        return {"mean": torch.zeros(train.shape[2]), "std": torch.ones(train.shape[2])}
+    reduce = [d for d in range(train.ndim) if d != 2]
+    return {"mean": train.mean(dim=reduce), "std": train.std(dim=reduce)}

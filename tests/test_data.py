@@ -48,7 +48,7 @@ def test_generation_is_deterministic_and_batch_size_free(tmp_path: Path):
 def test_cache_hit_and_config_keying(tmp_path: Path, monkeypatch):
     cfg = small_config()
     first = load_dataset(cfg, cache_dir=tmp_path)
-    assert first.generation_seconds is not None and first.path.exists()
+    assert first.generation_seconds is not None and first.path.is_dir()
     calls = []
     real = data_mod.generate_split
     monkeypatch.setattr(
@@ -65,15 +65,20 @@ def test_cache_hit_and_config_keying(tmp_path: Path, monkeypatch):
     ):
         assert cache_path(changed, tmp_path) != cache_path(cfg, tmp_path)
     third = load_dataset(small_config(seed=1), cache_dir=tmp_path)
-    assert calls == [1, 1, 1]
+    assert calls == [1, 1, 1]  # one per split
     assert not torch.allclose(third.train, first.train)
 
 
 def test_interrupted_write_leaves_no_complete_looking_file(tmp_path: Path, monkeypatch):
     cfg = small_config()
-    target = cache_path(cfg, tmp_path)
+    target = cache_path(cfg, tmp_path) / "val.safetensors"
+    real_save = data_mod.save_file
+    saved = []
 
     def dying_save(tensors, filename, metadata=None):
+        if metadata["split"] == "train":  # the first split completes normally
+            saved.append(filename)
+            return real_save(tensors, filename, metadata=metadata)
         Path(filename).write_bytes(b"half a file")  # partial bytes, then the process "dies"
         raise KeyboardInterrupt
 
@@ -81,16 +86,24 @@ def test_interrupted_write_leaves_no_complete_looking_file(tmp_path: Path, monke
     with pytest.raises(KeyboardInterrupt):
         load_dataset(cfg, cache_dir=tmp_path)
     assert not target.exists()
-    assert list(target.parent.iterdir()) == []  # temporary file removed too
+    assert sorted(p.name for p in target.parent.iterdir()) == ["train.safetensors"]
     monkeypatch.undo()
-    ds = load_dataset(cfg, cache_dir=tmp_path)  # regenerates cleanly
+    calls = []
+    real = data_mod.generate_split
+    monkeypatch.setattr(
+        data_mod, "generate_split", lambda c, split, **k: calls.append(split) or real(c, split, **k)
+    )
+    ds = load_dataset(cfg, cache_dir=tmp_path)  # resumes: only the missing splits
+    assert calls == ["val", "test"]
     assert ds.generation_seconds is not None and target.exists()
+    torch.testing.assert_close(ds.train, load_dataset(cfg, use_cache=False).train)
 
 
 def test_corrupt_or_mismatched_cache_file_is_regenerated(tmp_path: Path, capsys):
     cfg = small_config()
     good = load_dataset(cfg, cache_dir=tmp_path)
-    good.path.write_bytes(good.path.read_bytes()[:100])  # truncated by e.g. a full disk
+    f = good.path / "train.safetensors"
+    f.write_bytes(f.read_bytes()[:100])  # truncated by e.g. a full disk
     ds = load_dataset(cfg, cache_dir=tmp_path)
     assert ds.generation_seconds is not None
     torch.testing.assert_close(ds.train, good.train)
