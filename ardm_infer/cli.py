@@ -38,6 +38,39 @@ def _cmd_regimes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_ardm(args: argparse.Namespace) -> int:
+    import shutil
+    from pathlib import Path
+
+    from .ardm.pretrained import CHECKPOINT_DIR
+    from .ardm.training import ardm_presets, train_ardm
+    from .data import default_data_config, load_dataset
+
+    presets = ardm_presets(args.pde)
+    if args.preset not in presets:
+        raise ValueError(f"unknown preset {args.preset!r}; expected one of {sorted(presets)}")
+    model_config, train_config = presets[args.preset]
+    if args.steps is not None:
+        train_config = train_config.__class__(**{**train_config.to_dict(), "steps": args.steps})
+    dataset = load_dataset(default_data_config(args.pde), cache_dir=args.cache_dir, progress=True)
+    out = Path(args.out or f"runs/ardm-{args.pde}-{args.preset}")
+    result = train_ardm(
+        dataset, model_config, train_config, out, resume=not args.no_resume, progress=True
+    )
+    print(
+        f"trained {result['step']} steps in {result['wall_seconds']:.0f} s; "
+        f"final train loss {result['final_train_loss']:.4f}, "
+        f"val loss {result['final_val_loss']:.4f}"
+    )
+    print(f"artifact: {result['weights_path']} (card {result['card_path']})")
+    if args.ship:
+        CHECKPOINT_DIR.mkdir(parents=True, exist_ok=True)
+        for src in (Path(result["weights_path"]), Path(result["card_path"])):
+            shutil.copy2(src, CHECKPOINT_DIR / f"ardm-{args.pde}{src.suffix}")
+        print(f"shipped to {CHECKPOINT_DIR}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``ardm-infer`` argument parser with all subcommands."""
     parser = argparse.ArgumentParser(
@@ -62,6 +95,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-cache", action="store_true", help="generate without reading/writing")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_data)
+
+    p = sub.add_parser("train-ardm", help="train an ARDM denoiser (resumable)")
+    p.add_argument("--pde", choices=["ks", "kolmogorov", "lorenz96"], default="ks")
+    p.add_argument("--preset", default="default", help="model/training preset (default, smoke)")
+    p.add_argument("--steps", type=int, default=None, help="override the number of steps")
+    p.add_argument("--out", default=None, help="run folder (default runs/ardm-<pde>-<preset>)")
+    p.add_argument("--cache-dir", default=None, help="data cache root")
+    p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
+    p.add_argument(
+        "--ship", action="store_true", help="copy the result into the package's checkpoints folder"
+    )
+    p.set_defaults(func=_cmd_train_ardm)
 
     p = sub.add_parser("regimes", help="list the named observation regimes or parse a spec")
     p.add_argument("spec", nargs="?", default=None, help="a preset name or spec string")

@@ -43,7 +43,7 @@ class Schedule:
     """
 
     substeps: int = 16
-    sigma_max: float = 20.0
+    sigma_max: float = 10.0
     sigma_min: float = 0.02
     sigma_out: float = 0.005
     rho: float = 7.0

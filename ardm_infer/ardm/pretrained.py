@@ -1,0 +1,78 @@
+"""Shipped checkpoints: ``load_ardm("ks")`` / ``load_ardm("kolmogorov")``.
+
+Each checkpoint is ``ardm_infer/checkpoints/ardm-<pde>.safetensors`` with its JSON card
+(data config, model config, training config, final losses, code version, sha256 and the
+normalisation statistics).  Loading verifies the sha256 of the weights against the card and
+refuses a corrupt or mismatched file with a clear error; no pickle is involved.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .process import ARDM
+from .schedule import Schedule
+from .training import load_artifact
+
+CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
+SHIPPED = ("ks", "kolmogorov")
+
+
+def checkpoint_path(name: str) -> Path:
+    """Path of the shipped checkpoint ``name`` (``"ks"`` or ``"kolmogorov"``), or of a file."""
+    if name in SHIPPED:
+        return CHECKPOINT_DIR / f"ardm-{name}.safetensors"
+    path = Path(name)
+    if path.suffix != ".safetensors":
+        raise ValueError(
+            f"unknown ARDM {name!r}: expected one of {SHIPPED} or a path to a .safetensors file"
+        )
+    return path
+
+
+def load_ardm(
+    name: str = "ks",
+    schedule: Schedule | None = None,
+    device: str | torch.device | None = None,
+) -> ARDM:
+    """Load a trained ARDM as a process in normalised units.
+
+    Args:
+        name: ``"ks"``, ``"kolmogorov"`` or the path of a ``.safetensors`` artifact with its
+            ``.json`` card beside it.
+        schedule: sampling schedule (default :class:`Schedule` ()).
+        device: where to put the weights (default CPU).
+
+    Returns:
+        An :class:`ARDM` with ``card`` (dict), ``mean`` and ``std`` (``(channels,)``, the
+        normalisation of its training data) attached.
+    """
+    path = checkpoint_path(name)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no ARDM checkpoint at {path}; train one with `ardm-infer train-ardm --pde "
+            f"{name if name in SHIPPED else 'ks'} --ship`"
+        )
+    denoiser, card = load_artifact(path, device=device or "cpu")
+    cfg = denoiser.config
+    data = card["data_config"]
+    if data["pde"] == "kolmogorov":
+        g = data["solver"]["output_grid"]
+        frame_shape: tuple[int, ...] = (cfg.channels, g, g)
+    elif data["pde"] == "ks":
+        frame_shape = (cfg.channels, data["solver"]["grid"])
+    else:
+        frame_shape = (cfg.channels, data["solver"]["variables"])
+    ardm = ARDM(
+        denoiser,
+        schedule or Schedule(),
+        frame_shape,
+        cfg.context_frames,
+        name=f"ardm-{data['pde']}",
+    )
+    ardm.card = card
+    ardm.mean = torch.tensor(card["normalisation"]["mean"])
+    ardm.std = torch.tensor(card["normalisation"]["std"])
+    return ardm

@@ -1,0 +1,904 @@
+"""Training of the learned ARDM denoiser, resumable checkpoints, and read-only artifacts.
+
+Objective (Karras et al. 2022, "Elucidating the Design Space of Diffusion-Based Generative
+Models", eq. 2 and Table 1): for a training pair (context c = frames [t-k, t), target
+x = frame t) in normalised units,
+
+    ln sigma ~ N(p_mean, p_std^2),   z = x + sigma * eps,   eps ~ N(0, I)
+    loss = E[ lambda(sigma) |D(z, sigma, c) - x|^2 ]
+    lambda(sigma) = (sigma^2 + sigma_d^2) / (sigma sigma_d)^2
+
+(the mean over all elements of the batch).  With the EDM preconditioning this equals the
+plain MSE of the network output against its effective target, so the loss is of order 1 at
+every noise level.
+
+Optimiser: AdamW (no weight decay on biases and norms), linear warm-up then cosine decay of
+the learning rate, gradient-norm clipping, and an exponential moving average (EMA) of the
+weights with decay ``min(ema_decay, (1 + n) / (10 + n))`` after n updates.  The EMA weights
+are what is validated and saved.
+
+Every random number (parameter init, training pairs, sigma, eps) comes from explicit
+``torch.Generator`` objects seeded from ``TrainConfig.seed``; validation uses its own fixed
+generator, so successive validation losses are comparable.
+
+Checkpoints: every ``checkpoint_every`` steps ``out_dir/checkpoint.safetensors`` is written
+atomically (temporary file, fsync, ``os.replace``).  It holds the model, EMA and optimiser
+tensors and the data generator's state (a uint8 tensor); the step, loss history, optimiser
+hyper-parameters and configs are JSON in the file's metadata (so tensors and state can never
+be out of step) and are mirrored to the human-readable sidecar ``out_dir/checkpoint.json``.
+Resuming restores all of it, so an interrupted-and-resumed run produces exactly the same
+weights as an uninterrupted one (on the same device and thread count).
+
+Artifacts: ``out_dir/<name>.safetensors`` (EMA weights only) and ``out_dir/<name>.json``, a
+card with the data, model and training configs, final losses, wall time, code version,
+normalisation statistics and the sha256 of the weights file.  :func:`load_artifact` verifies
+the sha256 and the configs before loading and raises ``ValueError`` otherwise.
+
+Shapes: data splits are ``(trajectories, frames, channels, *space)``; a training batch is a
+target ``(batch, channels, *space)`` and a context ``(batch, k, channels, *space)``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from .nets import Denoiser, DenoiserConfig, build_denoiser, count_parameters
+
+__all__ = [
+    "ARTIFACT_FORMAT",
+    "CHECKPOINT_FORMAT",
+    "TrainConfig",
+    "ardm_presets",
+    "card_path",
+    "edm_loss",
+    "evaluate_denoiser",
+    "learning_rate",
+    "load_artifact",
+    "sample_training_pairs",
+    "save_artifact",
+    "train_ardm",
+]
+
+ARTIFACT_FORMAT = "ardm_infer.denoiser/1"
+CHECKPOINT_FORMAT = "ardm_infer.checkpoint/1"
+_CARD_KIND = "ardm_denoiser"
+
+
+# ---------------------------------------------------------------------------------------------
+# Configs and presets
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of :func:`train_ardm`.
+
+    Attributes:
+        steps: optimiser steps.
+        batch_size: training pairs per step.
+        lr: peak learning rate (AdamW).
+        weight_decay: decoupled weight decay on conv/linear weights (not biases or norms).
+        ema_decay: EMA decay of the weights (warmed up as ``min(ema_decay, (1+n)/(10+n))``).
+        p_mean, p_std: ln sigma ~ N(p_mean, p_std^2) in the EDM loss.
+        val_every: validate every this many steps (0: only before and after training).
+        val_batches: validation batches (of ``batch_size`` pairs) per evaluation.
+        checkpoint_every: write the resumable checkpoint every this many steps (0: never).
+        seed: seeds parameter init, training pairs and noise, and validation.
+        grad_clip: max global gradient norm (0: no clipping).
+        warmup_steps: linear learning-rate warm-up steps, then cosine decay.
+        min_lr_ratio: final learning rate as a fraction of ``lr``.
+        adam_betas: AdamW betas.
+        val_sigmas: fixed noise levels at which the validation MSE of x0_hat is reported.
+    """
+
+    steps: int
+    batch_size: int
+    lr: float = 5e-4
+    weight_decay: float = 0.0
+    ema_decay: float = 0.999
+    p_mean: float = -1.2
+    p_std: float = 1.2
+    val_every: int = 500
+    val_batches: int = 4
+    checkpoint_every: int = 500
+    seed: int = 0
+    grad_clip: float = 1.0
+    warmup_steps: int = 200
+    min_lr_ratio: float = 0.05
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    val_sigmas: tuple[float, ...] = (0.02, 0.1, 0.5, 1.0, 5.0, 20.0)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "adam_betas", tuple(float(b) for b in self.adam_betas))
+        object.__setattr__(self, "val_sigmas", tuple(float(s) for s in self.val_sigmas))
+        if self.steps < 0 or self.batch_size < 1:
+            raise ValueError("steps must be >= 0 and batch_size >= 1")
+        if not self.lr > 0 or self.weight_decay < 0:
+            raise ValueError("lr must be > 0 and weight_decay >= 0")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError("ema_decay must be in [0, 1)")
+        if not self.p_std > 0:
+            raise ValueError("p_std must be > 0")
+        for name in ("val_every", "val_batches", "checkpoint_every", "warmup_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0")
+        if self.grad_clip < 0 or not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError("grad_clip must be >= 0 and min_lr_ratio in [0, 1]")
+        if len(self.adam_betas) != 2 or any(s <= 0 for s in self.val_sigmas):
+            raise ValueError("adam_betas needs 2 values and val_sigmas must be > 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form."""
+        d = asdict(self)
+        d["adam_betas"] = list(self.adam_betas)
+        d["val_sigmas"] = list(self.val_sigmas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields {sorted(unknown)}")
+        return cls(**d)
+
+
+def ardm_presets(pde: str) -> dict[str, tuple[DenoiserConfig, TrainConfig]]:
+    """Named (model, training) configurations for the default data set of ``pde``.
+
+    - ``"default"``: the shipped checkpoint, sized to train in well under 45 minutes on 2 CPU
+      cores.  Measured on 2 otherwise idle cores (torch 2.13, float32), one full training
+      step (forward, backward, AdamW, EMA): KS (736k parameters, patch 4, batch 32) 44 ms,
+      so 40k steps take about 30 min; Kolmogorov (895k parameters, patch 2, batch 16 at
+      64x64) 112 ms, 15k steps about 28 min; Lorenz-96 (329k parameters, batch 64) 31 ms,
+      20k steps about 10 min.  Context k = 2 frames throughout.
+    - ``"smoke"``: a tiny net and a dozen steps, for tests and CI (works on any grid whose
+      size is a multiple of 2).
+
+    Args:
+        pde: ``"ks"``, ``"kolmogorov"`` or ``"lorenz96"``.
+
+    Returns:
+        ``{name: (DenoiserConfig, TrainConfig)}``.
+    """
+    dims = {"ks": 1, "kolmogorov": 2, "lorenz96": 1}.get(pde)
+    if dims is None:
+        raise ValueError(f"unknown pde {pde!r}; expected 'ks', 'kolmogorov' or 'lorenz96'")
+    smoke = (
+        DenoiserConfig(
+            dims=dims,
+            channels=1,
+            context_frames=2,
+            base_channels=8,
+            channel_mult=(1, 2),
+            blocks_per_level=1,
+            fourier_features=16,
+            groups=4,
+        ),
+        TrainConfig(
+            steps=12,
+            batch_size=8,
+            lr=2e-3,
+            ema_decay=0.9,
+            val_every=4,
+            val_batches=1,
+            checkpoint_every=4,
+            warmup_steps=2,
+        ),
+    )
+    if pde == "ks":
+        default = (
+            DenoiserConfig(
+                dims=1,
+                channels=1,
+                context_frames=2,
+                base_channels=48,
+                channel_mult=(1, 2, 2),
+                blocks_per_level=1,
+                patch_size=4,
+            ),
+            TrainConfig(
+                steps=40_000,
+                batch_size=32,
+                lr=5e-4,
+                ema_decay=0.999,
+                val_every=1000,
+                val_batches=8,
+                checkpoint_every=1000,
+                warmup_steps=500,
+            ),
+        )
+    elif pde == "kolmogorov":
+        default = (
+            DenoiserConfig(
+                dims=2,
+                channels=1,
+                context_frames=2,
+                base_channels=24,
+                channel_mult=(1, 2, 4),
+                blocks_per_level=1,
+                patch_size=2,
+            ),
+            TrainConfig(
+                steps=15_000,
+                batch_size=16,
+                lr=5e-4,
+                ema_decay=0.999,
+                val_every=1000,
+                val_batches=8,
+                checkpoint_every=500,
+                warmup_steps=500,
+            ),
+        )
+    else:
+        default = (
+            DenoiserConfig(
+                dims=1,
+                channels=1,
+                context_frames=2,
+                base_channels=32,
+                channel_mult=(1, 2, 2),
+                blocks_per_level=1,
+            ),
+            TrainConfig(
+                steps=20_000,
+                batch_size=64,
+                lr=5e-4,
+                ema_decay=0.999,
+                val_every=1000,
+                val_batches=8,
+                checkpoint_every=1000,
+                warmup_steps=500,
+            ),
+        )
+    return {"default": default, "smoke": smoke}
+
+
+# ---------------------------------------------------------------------------------------------
+# Loss, pairs, schedule, validation
+# ---------------------------------------------------------------------------------------------
+
+
+def learning_rate(step: int, config: TrainConfig) -> float:
+    """Learning rate of optimiser step ``step`` (0-based): linear warm-up over
+    ``warmup_steps``, then cosine decay from ``lr`` to ``min_lr_ratio * lr`` at ``steps``."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    span = max(1, config.steps - config.warmup_steps)
+    progress = min(1.0, (step - config.warmup_steps) / span)
+    cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
+    return config.lr * (config.min_lr_ratio + (1.0 - config.min_lr_ratio) * cosine)
+
+
+def sample_training_pairs(
+    frames: torch.Tensor, context_frames: int, batch_size: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random (trajectory, time) windows.
+
+    Args:
+        frames: ``(trajectories, time, channels, *space)`` in normalised units.
+        context_frames: k.
+        batch_size: B.
+        generator: a CPU generator (indices are drawn on the CPU, then moved to
+            ``frames.device``, so the draw does not depend on the device).
+
+    Returns:
+        ``(target (B, channels, *space), context (B, k, channels, *space))`` with context the
+        frames ``[t-k, t)`` and target the frame ``t``, ``t`` uniform in ``[k, time)``.
+    """
+    n, length = frames.shape[:2]
+    k = context_frames
+    if length <= k:
+        raise ValueError(f"trajectories have {length} frames; need more than k = {k}")
+    traj = torch.randint(0, n, (batch_size,), generator=generator)
+    t = torch.randint(k, length, (batch_size,), generator=generator)
+    offsets = torch.arange(-k, 1)
+    windows = frames[traj[:, None].to(frames.device), (t[:, None] + offsets).to(frames.device)]
+    return windows[:, k], windows[:, :k]
+
+
+def edm_loss(
+    denoiser: Denoiser,
+    target: torch.Tensor,
+    context: torch.Tensor,
+    sigma: torch.Tensor,
+    noise: torch.Tensor,
+) -> torch.Tensor:
+    """Per-sample EDM loss ``lambda(sigma) mean|D(x + sigma eps, sigma, c) - x|^2``.
+
+    Args:
+        target: x ``(batch, channels, *space)``.
+        context: ``(batch, k, channels, *space)``.
+        sigma: ``(batch,)``.
+        noise: eps ``(batch, channels, *space)``.
+
+    Returns:
+        ``(batch,)``, the weighted squared error averaged over ``(channels, *space)``.
+    """
+    sd = denoiser.config.sigma_data
+    expand = (...,) + (None,) * (target.ndim - 1)
+    z = target + sigma[expand] * noise
+    x0_hat = denoiser(z, sigma, context)
+    weight = (sigma**2 + sd**2) / (sigma * sd) ** 2
+    return weight * (x0_hat - target).square().flatten(1).mean(1)
+
+
+def _draw_sigma_noise(
+    target: torch.Tensor, config: TrainConfig, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    b = target.shape[0]
+    log_sigma = config.p_mean + config.p_std * torch.randn(b, generator=generator)
+    noise = torch.randn(target.shape, generator=generator)
+    return log_sigma.exp().to(target), noise.to(target)
+
+
+@torch.no_grad()
+def evaluate_denoiser(
+    denoiser: Denoiser, frames: torch.Tensor, config: TrainConfig
+) -> dict[str, Any] | None:
+    """Validation of ``denoiser`` on ``frames`` with a fixed generator (seed ``config.seed``).
+
+    Every call with the same inputs draws the same pairs, sigmas and noise, so the numbers
+    are comparable across evaluations.
+
+    Args:
+        frames: ``(trajectories, time, channels, *space)`` in normalised units.
+
+    Returns:
+        ``{"loss": EDM loss with sigma from the training distribution,
+        "mse_by_sigma": {str(sigma): mean |D(x + sigma eps) - x|^2 at each fixed val sigma}}``,
+        or None when ``frames`` has no trajectories or ``val_batches`` is 0.
+    """
+    k = denoiser.config.context_frames
+    if frames.shape[0] == 0 or config.val_batches == 0 or frames.shape[1] <= k:
+        return None
+    was_training = denoiser.training
+    denoiser.eval()
+    g = torch.Generator().manual_seed(config.seed + 104_729)
+    loss_sum = 0.0
+    mse_sums = dict.fromkeys(config.val_sigmas, 0.0)
+    for _ in range(config.val_batches):
+        target, context = sample_training_pairs(frames, k, config.batch_size, g)
+        sigma, noise = _draw_sigma_noise(target, config, g)
+        loss_sum += edm_loss(denoiser, target, context, sigma, noise).mean().item()
+        for s in config.val_sigmas:
+            sig = torch.full((target.shape[0],), s, dtype=target.dtype, device=target.device)
+            x0_hat = denoiser(target + s * noise, sig, context)
+            mse_sums[s] += (x0_hat - target).square().mean().item()
+    denoiser.train(was_training)
+    nb = config.val_batches
+    return {
+        "loss": loss_sum / nb,
+        "mse_by_sigma": {repr(s): v / nb for s, v in mse_sums.items()},
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# File helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def _atomic_save_tensors(
+    tensors: dict[str, torch.Tensor], metadata: dict[str, str], path: Path
+) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_name(path)
+    try:
+        save_file(
+            {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()},
+            str(tmp),
+            metadata=metadata,
+        )
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _atomic_write_text(text: str, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_name(path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+# ---------------------------------------------------------------------------------------------
+# Artifacts
+# ---------------------------------------------------------------------------------------------
+
+
+def card_path(weights_path: str | Path) -> Path:
+    """The card that belongs to a weights file: same name, ``.json`` suffix."""
+    return Path(weights_path).with_suffix(".json")
+
+
+def save_artifact(model: Denoiser, card_extra: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """Save ``model``'s weights as safetensors at ``path`` and its card next to it.
+
+    The card (``path`` with suffix ``.json``) holds ``card_extra`` plus ``format``, ``kind``,
+    ``model_config``, ``parameters``, ``code_version``, ``created_utc``, ``weights_file`` and
+    ``sha256`` (of the weights file).  Both files are written atomically, weights first.
+
+    Returns:
+        The card.
+    """
+    from .._version import code_version
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"artifact path must end in .safetensors, got {path}")
+    model_config = model.config.to_dict()
+    _atomic_save_tensors(
+        dict(model.state_dict()),
+        {"format": ARTIFACT_FORMAT, "model_config": json.dumps(model_config, sort_keys=True)},
+        path,
+    )
+    card = {
+        **card_extra,
+        "format": ARTIFACT_FORMAT,
+        "kind": _CARD_KIND,
+        "model_config": model_config,
+        "parameters": count_parameters(model),
+        "code_version": code_version(),
+        "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        "weights_file": path.name,
+        "sha256": _sha256(path),
+    }
+    _atomic_write_text(json.dumps(card, indent=2, sort_keys=True) + "\n", card_path(path))
+    return card
+
+
+def load_artifact(
+    path: str | Path, device: str | torch.device | None = None
+) -> tuple[Denoiser, dict[str, Any]]:
+    """Load a denoiser saved by :func:`save_artifact` (read-only: eval mode, no grad on
+    parameters; gradients still flow to the inputs).
+
+    Verifies, in order: the card exists and is valid JSON of the right kind; the sha256 of
+    the weights file equals the card's; the file parses as safetensors; the model config in
+    the weights' metadata equals the card's; the tensors match that architecture exactly and
+    are finite.  Any failure raises ``ValueError`` saying which check failed; nothing is
+    ever loaded silently.
+
+    Args:
+        path: the ``.safetensors`` weights file.
+        device: where to put the model (default CPU).
+
+    Returns:
+        ``(denoiser, card)``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no artifact weights file at {path}")
+    cpath = card_path(path)
+    if not cpath.is_file():
+        raise ValueError(
+            f"artifact {path} has no card: expected {cpath}; refusing to load unverified weights"
+        )
+    try:
+        card = json.loads(cpath.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"card {cpath} is not valid JSON ({err})") from err
+    if not isinstance(card, dict) or card.get("kind") != _CARD_KIND:
+        raise ValueError(f"card {cpath} is not an ARDM denoiser card (kind={_CARD_KIND!r})")
+    expected = card.get("sha256")
+    if not isinstance(expected, str):
+        raise ValueError(f"card {cpath} has no sha256; refusing to load unverified weights")
+    actual = _sha256(path)
+    if actual != expected:
+        raise ValueError(
+            f"sha256 mismatch for {path}: file has {actual}, card {cpath} says {expected}; "
+            "the weights are corrupt or the card belongs to another artifact"
+        )
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            metadata = fh.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ValueError(f"{path} is not a readable safetensors file ({err})") from err
+    try:
+        config = DenoiserConfig.from_dict(card["model_config"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"card {cpath} has an invalid model_config ({err})") from err
+    stored = json.loads(metadata.get("model_config", "null"))
+    if stored != config.to_dict():
+        raise ValueError(
+            f"card {cpath} does not match the weights {path}: model_config {config.to_dict()} "
+            f"vs {stored} stored with the weights"
+        )
+    model = Denoiser(config)
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as err:
+        raise ValueError(
+            f"weights {path} do not fit the architecture in card {cpath}: {err}"
+        ) from err
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ValueError(f"weights {path} contain non-finite values in {bad[:5]}")
+    model.eval().requires_grad_(False)
+    if device is not None:
+        model.to(device)
+    return model, card
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+# ---------------------------------------------------------------------------------------------
+
+
+def _checkpoint_tensors(
+    model: Denoiser,
+    ema: Denoiser,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors: dict[str, torch.Tensor] = {}
+    for k, v in model.state_dict().items():
+        tensors[f"model.{k}"] = v
+    for k, v in ema.state_dict().items():
+        tensors[f"ema.{k}"] = v
+    osd = optimizer.state_dict()
+    other: dict[str, dict[str, Any]] = {}
+    for idx, st in osd["state"].items():
+        for key, value in st.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optimizer.{idx}.{key}"] = value
+            else:
+                other.setdefault(str(idx), {})[key] = value
+    tensors["rng.train"] = generator.get_state()
+    return tensors, {"param_groups": osd["param_groups"], "state_other": other}
+
+
+def _write_checkpoint(
+    out_dir: Path,
+    model: Denoiser,
+    ema: Denoiser,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    state: dict[str, Any],
+) -> None:
+    tensors, opt_json = _checkpoint_tensors(model, ema, optimizer, generator)
+    full = {**state, "optimizer": opt_json}
+    text = json.dumps(full, sort_keys=True)
+    _atomic_save_tensors(
+        tensors, {"format": CHECKPOINT_FORMAT, "state": text}, out_dir / "checkpoint.safetensors"
+    )
+    _atomic_write_text(
+        json.dumps(full, indent=2, sort_keys=True) + "\n", out_dir / "checkpoint.json"
+    )
+
+
+def _read_checkpoint(
+    path: Path,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            metadata = fh.metadata() or {}
+        tensors = load_file(str(path))
+        if metadata.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"format {metadata.get('format')!r} != {CHECKPOINT_FORMAT!r}")
+        state = json.loads(metadata["state"])
+    except (SafetensorError, OSError, ValueError, KeyError) as err:
+        raise ValueError(
+            f"cannot resume from {path} ({err}); delete it or pass resume=False"
+        ) from err
+    return tensors, state
+
+
+def _restore_checkpoint(
+    tensors: dict[str, torch.Tensor],
+    state: dict[str, Any],
+    model: Denoiser,
+    ema: Denoiser,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+) -> None:
+    def sub(prefix: str) -> dict[str, torch.Tensor]:
+        return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+    model.load_state_dict(sub("model."), strict=True)
+    ema.load_state_dict(sub("ema."), strict=True)
+    opt_state: dict[int, dict[str, Any]] = {}
+    for k, v in sub("optimizer.").items():
+        idx, key = k.split(".", 1)
+        opt_state.setdefault(int(idx), {})[key] = v
+    for idx, extra in state["optimizer"]["state_other"].items():
+        opt_state.setdefault(int(idx), {}).update(extra)
+    groups = state["optimizer"]["param_groups"]
+    for group in groups:
+        if "betas" in group:
+            group["betas"] = tuple(group["betas"])
+    optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
+    generator.set_state(tensors["rng.train"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_compatible(dataset: Any, config: DenoiserConfig) -> None:
+    train = dataset.train
+    space = train.shape[3:]
+    if len(space) != config.dims:
+        raise ValueError(
+            f"data frames have {len(space)} spatial dims, the denoiser config has {config.dims}"
+        )
+    if train.shape[2] != config.channels:
+        raise ValueError(
+            f"data frames have {train.shape[2]} channels, the denoiser config has {config.channels}"
+        )
+    f = config.downsampling_factor
+    if any(n % f for n in space):
+        raise ValueError(f"grid {tuple(space)} is not a multiple of the net's factor {f}")
+    if train.shape[0] == 0 or train.shape[1] <= config.context_frames:
+        raise ValueError(
+            f"train split {tuple(train.shape)} needs >= 1 trajectory of more than "
+            f"k = {config.context_frames} frames"
+        )
+
+
+def _make_optimizer(model: Denoiser, config: TrainConfig) -> torch.optim.AdamW:
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    return torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": config.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=config.lr,
+        betas=config.adam_betas,
+    )
+
+
+@torch.no_grad()
+def _update_ema(ema: Denoiser, model: Denoiser, decay: float) -> None:
+    ema_params = list(ema.parameters())
+    params = [p.detach() for p in model.parameters()]
+    torch._foreach_lerp_(ema_params, params, 1.0 - decay)
+
+
+def train_ardm(
+    dataset: Any,
+    denoiser_config: DenoiserConfig,
+    train_config: TrainConfig,
+    out_dir: str | Path,
+    resume: bool = True,
+    progress: bool = True,
+    *,
+    name: str | None = None,
+    device: str | torch.device | None = None,
+    stop_after: int | None = None,
+) -> dict[str, Any]:
+    """Train an EDM denoiser on ``dataset`` and save its EMA weights as an artifact.
+
+    Args:
+        dataset: a :class:`ardm_infer.data.Dataset`; its train split
+            ``(trajectories, frames, channels, *space)`` is normalised with
+            ``dataset.normalise`` and windows of k + 1 frames are drawn from it.
+        denoiser_config: the architecture.
+        train_config: the optimisation (see :class:`TrainConfig`).
+        out_dir: where the checkpoint and the artifact are written.
+        resume: continue from ``out_dir/checkpoint.safetensors`` if present (its configs must
+            equal the given ones, else ``ValueError``).  With False an existing checkpoint is
+            ignored and overwritten.
+        progress: show a tqdm bar with the running loss.
+        name: artifact name (default ``ardm-<pde>``): ``out_dir/<name>.safetensors`` and
+            ``out_dir/<name>.json``.
+        device: where to train (default: CUDA if available, else CPU).
+        stop_after: write a checkpoint and return after this many total steps without
+            finishing (for time-sliced jobs); a later call with ``resume=True`` continues.
+
+    Returns:
+        ``{"completed", "step", "name", "weights_path", "card_path", "final_train_loss",
+        "final_val_loss", "final_val_mse_by_sigma", "wall_seconds", "history", "card"}``
+        (paths and card are None when stopped early).
+    """
+    tc = train_config
+    cfg = denoiser_config
+    _check_compatible(dataset, cfg)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = name or f"ardm-{dataset.config.pde}"
+    dev = torch.device(device) if device is not None else None
+    if dev is None:
+        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    train = dataset.normalise(dataset.train).to(dev, torch.float32)
+    val = dataset.normalise(dataset.val).to(dev, torch.float32)
+
+    model = build_denoiser(cfg, generator=torch.Generator().manual_seed(tc.seed)).to(dev)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    optimizer = _make_optimizer(model, tc)
+    generator = torch.Generator().manual_seed(tc.seed + 1)
+
+    identity = {
+        "name": name,
+        "data_key": dataset.config.key(),
+        "model_config": cfg.to_dict(),
+        "training_config": tc.to_dict(),
+    }
+    state: dict[str, Any] = {
+        **identity,
+        "step": 0,
+        "history": [],
+        "window_loss_sum": 0.0,
+        "window_steps": 0,
+        "wall_seconds": 0.0,
+    }
+    ckpt = out_dir / "checkpoint.safetensors"
+    if resume and ckpt.exists():
+        tensors, stored = _read_checkpoint(ckpt)
+        differing = [k for k, v in identity.items() if stored.get(k) != v]
+        if differing:
+            raise ValueError(
+                f"checkpoint {ckpt} was written for a different run (differs in {differing}); "
+                "use another out_dir or resume=False"
+            )
+        _restore_checkpoint(tensors, stored, model, ema, optimizer, generator)
+        stored.pop("optimizer")
+        state = stored
+
+    def evaluate(step: int) -> dict[str, Any]:
+        count = state["window_steps"]
+        entry = {
+            "step": step,
+            "lr": learning_rate(max(step - 1, 0), tc) if step else 0.0,
+            "train_loss": state["window_loss_sum"] / count if count else None,
+            "val_loss": None,
+            "val_mse_by_sigma": None,
+        }
+        result = evaluate_denoiser(ema, val, tc)
+        if result is not None:
+            entry["val_loss"] = result["loss"]
+            entry["val_mse_by_sigma"] = result["mse_by_sigma"]
+        state["history"].append(entry)
+        state["window_loss_sum"] = 0.0
+        state["window_steps"] = 0
+        return entry
+
+    wall_before = float(state["wall_seconds"])
+    t0 = time.perf_counter()
+
+    def save_checkpoint() -> None:
+        state["wall_seconds"] = wall_before + time.perf_counter() - t0
+        _write_checkpoint(out_dir, model, ema, optimizer, generator, state)
+
+    if state["step"] == 0 and not state["history"]:
+        evaluate(0)
+    bar = tqdm(
+        total=tc.steps,
+        initial=state["step"],
+        desc=f"train {name}",
+        unit="step",
+        disable=not progress,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
+    model.train()
+    params = list(model.parameters())
+    k = cfg.context_frames
+    try:
+        while state["step"] < tc.steps:
+            if stop_after is not None and state["step"] >= stop_after:
+                save_checkpoint()
+                return {
+                    "completed": False,
+                    "step": state["step"],
+                    "name": name,
+                    "weights_path": None,
+                    "card_path": None,
+                    "final_train_loss": None,
+                    "final_val_loss": None,
+                    "final_val_mse_by_sigma": None,
+                    "wall_seconds": state["wall_seconds"],
+                    "history": state["history"],
+                    "card": None,
+                }
+            step = state["step"]
+            lr = learning_rate(step, tc)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            target, context = sample_training_pairs(train, k, tc.batch_size, generator)
+            sigma, noise = _draw_sigma_noise(target, tc, generator)
+            loss = edm_loss(model, target, context, sigma, noise).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if tc.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
+            optimizer.step()
+            _update_ema(ema, model, min(tc.ema_decay, (step + 2) / (step + 11)))
+            value = loss.item()
+            if not math.isfinite(value):
+                raise RuntimeError(f"training loss became {value} at step {step}")
+            state["step"] = step + 1
+            state["window_loss_sum"] += value
+            state["window_steps"] += 1
+            bar.update(1)
+            if state["step"] % 10 == 0 or state["step"] == tc.steps:
+                bar.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.2e}", refresh=False)
+            if tc.val_every and state["step"] % tc.val_every == 0:
+                entry = evaluate(state["step"])
+                if entry["val_loss"] is not None:
+                    bar.set_postfix(
+                        loss=f"{value:.4f}", val=f"{entry['val_loss']:.4f}", refresh=False
+                    )
+            if tc.checkpoint_every and state["step"] % tc.checkpoint_every == 0:
+                save_checkpoint()
+    finally:
+        bar.close()
+
+    if state["history"][-1]["step"] != state["step"] or state["window_steps"]:
+        evaluate(state["step"])
+    if tc.checkpoint_every:
+        save_checkpoint()
+    else:
+        state["wall_seconds"] = wall_before + time.perf_counter() - t0
+    final = state["history"][-1]
+    train_losses = [h["train_loss"] for h in state["history"] if h["train_loss"] is not None]
+    card_extra = {
+        "name": name,
+        "data_config": dataset.config.to_dict(),
+        "data_key": dataset.config.key(),
+        "training_config": tc.to_dict(),
+        "steps_completed": state["step"],
+        "final_train_loss": train_losses[-1] if train_losses else None,
+        "final_val_loss": final["val_loss"],
+        "final_val_mse_by_sigma": final["val_mse_by_sigma"],
+        "wall_seconds": state["wall_seconds"],
+        "device": str(dev),
+        "normalisation": {"mean": dataset.mean.tolist(), "std": dataset.std.tolist()},
+        "history": state["history"],
+    }
+    weights_path = out_dir / f"{name}.safetensors"
+    card = save_artifact(ema.to("cpu"), card_extra, weights_path)
+    return {
+        "completed": True,
+        "step": state["step"],
+        "name": name,
+        "weights_path": weights_path,
+        "card_path": card_path(weights_path),
+        "final_train_loss": card_extra["final_train_loss"],
+        "final_val_loss": final["val_loss"],
+        "final_val_mse_by_sigma": final["val_mse_by_sigma"],
+        "wall_seconds": state["wall_seconds"],
+        "history": state["history"],
+        "card": card,
+    }
