@@ -21,7 +21,6 @@ ms_per_frame_member=<x>``; figures go to ``--out`` (default ``results/ardm_quali
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
