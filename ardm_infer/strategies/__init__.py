@@ -1,0 +1,39 @@
+"""Interchangeable inference strategies behind one interface and a registry.
+
+``ardm_infer.assimilate(process, problem, strategy="enkf", members=32, generator=g)``.
+Each strategy lives in its own module and imports none of the others; composition (e.g. SMC
+with a DPS proposal) goes through Config.
+"""
+
+from . import forecast  # noqa: F401  (registers)
+from .base import (
+    Cost,
+    Problem,
+    Propagation,
+    Strategy,
+    StrategyResult,
+    StrategyState,
+    assimilate,
+    available_strategies,
+    get_strategy,
+    make_problem,
+    propagate,
+    register,
+    unregister,
+)
+
+__all__ = [
+    "Cost",
+    "Problem",
+    "Propagation",
+    "Strategy",
+    "StrategyResult",
+    "StrategyState",
+    "assimilate",
+    "available_strategies",
+    "get_strategy",
+    "make_problem",
+    "propagate",
+    "register",
+    "unregister",
+]
