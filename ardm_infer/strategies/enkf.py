@@ -1,0 +1,536 @@
+"""``enkf``: ensemble forecast by the process, then a Kalman analysis of each new frame.
+
+The members are advanced one frame by the process (an ARDM or a numerical solver, through
+:func:`~ardm_infer.strategies.base.propagate`); on every frame where the problem observes
+something, the new frame of every member is replaced by its analysis.  Two analyses are
+offered, both batched over trajectories (each trajectory may have its own mask):
+
+``variant="perturbed"``
+    The stochastic EnKF (Burgers, van Leeuwen & Evensen 1998; Evensen 2003): every member is
+    updated with its own perturbed observation,
+
+        x_a^i = x_f^i + K (y + eps^i - H x_f^i),    K = P H^T (H P H^T + R)^-1,
+        P = X X^T / (N - 1),                         eps^i ~ N(0, R) (centred over members),
+
+    with X the (inflated) forecast anomalies.  Localisation is a Schur product of the
+    Gaspari-Cohn matrix with P H^T and H P H^T (Houtekamer & Mitchell 2001).
+
+``variant="etkf"``
+    The ensemble transform Kalman filter (Bishop, Etherton & Majumdar 2001) in the
+    ensemble-space form of Hunt, Kostelich & Szunyogh (2007), with the symmetric square
+    root, which preserves the mean (Wang, Bishop & Julier 2004; Sakov & Oke 2008):
+
+        Y = H X,   A~ = [(N - 1) I + Y^T R^-1 Y]^-1,   w = A~ Y^T R^-1 (y - H x_f_mean),
+        W = [(N - 1) A~]^(1/2),                        x_a^i = x_f_mean + X (w + W_i).
+
+    Localisation is the LETKF of Hunt et al. (2007): one analysis per grid location, whose
+    observation-error precision R^-1 is weighted by the Gaspari-Cohn factor of the distance
+    between the location and each observation.  All locations are analysed at once.
+
+Observations follow the library's lifted convention: ``H = M`` selects the observed entries
+of the frame; unobserved entries get weight 0 in R^-1 (ETKF) or are gathered away with
+padding (perturbed-obs), so nothing loops over trajectories.
+
+Multiplicative inflation (Anderson & Anderson 1999) scales the forecast anomalies before the
+analysis, on analysis frames and only for trajectories that observe something there.
+
+Shapes: the ensemble of one frame is ``(members, trajectories, C, *space)``; observation and
+mask of one frame are ``(trajectories, C, *space)``.  Internally the frame is flattened to
+``D = C * prod(space)`` with the channel leading, so entry ``d`` sits at grid location
+``d % prod(space)``; every channel at a location shares that location.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..process import Process
+from .base import Problem, StrategyState, initial_window, propagate, register
+
+__all__ = [
+    "EnsembleKalmanFilter",
+    "etkf_analysis",
+    "gaspari_cohn",
+    "localisation_kernel",
+    "periodic_distance",
+    "perturbed_analysis",
+]
+
+VARIANTS = ("perturbed", "etkf")
+
+
+# --------------------------------------------------------------------------- localisation
+
+
+def gaspari_cohn(distance: torch.Tensor, radius: float) -> torch.Tensor:
+    """The Gaspari & Cohn (1999, eq. 4.10) compactly supported correlation function.
+
+    With ``r = distance / radius``:
+
+        1 - 5/3 r^2 + 5/8 r^3 + 1/2 r^4 - 1/4 r^5                  0 <= r <= 1
+        4 - 5 r + 5/3 r^2 + 5/8 r^3 - 1/2 r^4 + 1/12 r^5 - 2/(3 r)   1 <  r <= 2
+        0                                                           r > 2
+
+    so it is 1 at distance 0, about 0.21 at ``radius`` and exactly 0 from ``2 * radius``.
+
+    Args:
+        distance: non-negative distances, any shape.
+        radius: the half-width ``c`` (in the units of ``distance``), > 0.
+
+    Returns:
+        Correlations in [0, 1], the shape and dtype of ``distance``.
+    """
+    r = distance / radius
+    inner = 1 - 5 / 3 * r**2 + 5 / 8 * r**3 + 0.5 * r**4 - 0.25 * r**5
+    rs = r.clamp_min(1.0)  # avoid 1/0 where the outer branch is not used
+    outer = 4 - 5 * rs + 5 / 3 * rs**2 + 5 / 8 * rs**3 - 0.5 * rs**4 + rs**5 / 12 - 2 / (3 * rs)
+    zero = torch.zeros((), dtype=r.dtype, device=r.device)
+    return torch.where(r <= 1, inner, torch.where(r <= 2, outer, zero)).clamp_min(0.0)
+
+
+def periodic_distance(
+    a: torch.Tensor, b: torch.Tensor, space: tuple[int, ...], dtype: torch.dtype
+) -> torch.Tensor:
+    """Euclidean distance in grid points between flat grid locations on a periodic grid.
+
+    Each axis wraps around (distance ``min(|i - j|, n - |i - j|)`` per axis), then the
+    per-axis distances combine as ``sqrt(sum_axis dist^2)``.
+
+    Args:
+        a: integer flat location indices in ``[0, prod(space))``, any shape.
+        b: same, broadcastable with ``a``.
+        space: the spatial grid ``(n_1, ..., n_k)``.
+        dtype: floating dtype of the result.
+
+    Returns:
+        ``broadcast(a, b).shape`` distances.
+    """
+    ca = torch.unravel_index(a, space)
+    cb = torch.unravel_index(b, space)
+    total = None
+    for ia, ib, n in zip(ca, cb, space, strict=True):  # loop over axes (1 or 2), not points
+        delta = (ia - ib).abs()
+        delta = torch.minimum(delta, n - delta).to(dtype)
+        total = delta.square() if total is None else total + delta.square()
+    return total.sqrt()
+
+
+def localisation_kernel(
+    space: tuple[int, ...], radius: float, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
+    """Gaspari-Cohn weight of every grid offset on the periodic grid, ``space``-shaped.
+
+    ``kernel[o] = GC(|o|_periodic / radius)``; the localised sum ``sum_q GC(|p - q|) z[q]``
+    is the circular convolution of ``z`` with this kernel.
+    """
+    locations = torch.arange(math.prod(space), device=device)
+    zero = torch.zeros((), dtype=torch.long, device=device)
+    return gaspari_cohn(periodic_distance(locations, zero, space, dtype), radius).reshape(space)
+
+
+def _circular_convolution(field: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """``out[..., p] = sum_q kernel[p - q] field[..., q]`` over the trailing spatial axes.
+
+    Args:
+        field: ``(..., *space)``.
+        kernel: ``space``-shaped.
+    """
+    dims = tuple(range(-kernel.ndim, 0))
+    spectrum = torch.fft.rfftn(field, dim=dims) * torch.fft.rfftn(kernel, dim=dims)
+    return torch.fft.irfftn(spectrum, s=kernel.shape, dim=dims)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _split(
+    ensemble: torch.Tensor, mask: torch.Tensor, inflation: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mean and inflated anomalies of a frame ensemble, members last.
+
+    Args:
+        ensemble: ``(members, trajectories, C, *space)``.
+        mask: ``(trajectories, C, *space)`` bool; trajectories with nothing observed are
+            not inflated.
+
+    Returns:
+        ``(mean, anomalies, observed_any)``: mean ``(trajectories, D)``, anomalies
+        ``(trajectories, D, members)``, observed_any ``(trajectories,)`` bool.
+    """
+    members, trajectories = ensemble.shape[:2]
+    x = ensemble.reshape(members, trajectories, -1).permute(1, 2, 0)
+    mean = x.mean(-1)
+    observed_any = mask.reshape(trajectories, -1).any(-1)
+    factor = torch.where(
+        observed_any,
+        torch.tensor(float(inflation), dtype=x.dtype, device=x.device),
+        torch.ones((), dtype=x.dtype, device=x.device),
+    )
+    anomalies = (x - mean.unsqueeze(-1)) * factor.view(-1, 1, 1)
+    return mean, anomalies, observed_any
+
+
+def _check(ensemble: torch.Tensor, observation: torch.Tensor, mask: torch.Tensor) -> None:
+    if ensemble.shape[0] < 2:
+        raise ValueError(
+            f"the EnKF needs >= 2 members to estimate a covariance, got {ensemble.shape[0]}"
+        )
+    if tuple(observation.shape) != tuple(ensemble.shape[1:]) or tuple(mask.shape) != tuple(
+        ensemble.shape[1:]
+    ):
+        raise ValueError(
+            "observation and mask must be (trajectories, C, *space) = "
+            f"{tuple(ensemble.shape[1:])}; got {tuple(observation.shape)} and "
+            f"{tuple(mask.shape)}"
+        )
+
+
+# --------------------------------------------------------------------------- analyses
+
+
+def etkf_analysis(
+    ensemble: torch.Tensor,
+    observation: torch.Tensor,
+    mask: torch.Tensor,
+    sigma: float,
+    inflation: float = 1.0,
+    localisation_radius: float | None = None,
+) -> torch.Tensor:
+    """Square-root ETKF / LETKF analysis of one frame (Hunt, Kostelich & Szunyogh 2007).
+
+    With forecast anomalies ``X`` (inflated), ``Y = H X``, ``k = members``:
+
+        A~ = [(k - 1) I + Y^T R^-1 Y]^-1,   w = A~ Y^T R^-1 (y - H x_mean),
+        W = [(k - 1) A~]^(1/2) (symmetric),  x_a^i = x_mean + X (w + W_i).
+
+    ``H`` is the mask (lifted observations) and ``R^-1 = M / sigma^2`` is zero on unobserved
+    entries, which is exact (an unobserved entry is an observation of infinite variance).
+    The symmetric square root keeps the analysis mean at ``x_mean + X w`` (``Y 1 = 0`` makes
+    ``1`` an eigenvector of ``W`` with eigenvalue 1).
+
+    Without localisation, the thin SVD ``R^-1/2 Y = U S V^T`` gives every matrix function of
+    ``Y^T R^-1 Y = V S^2 V^T`` without forming a ``members x members`` matrix, so both large
+    ensembles on small grids and small ensembles on large grids are cheap.
+
+    With ``localisation_radius = c`` (grid points), this is the LETKF: every grid location
+    ``p`` gets its own ``A~_p``, ``w_p``, ``W_p`` from ``R_p^-1 = diag(GC(|p - q| / c) M_q /
+    sigma^2)`` (observation-error localisation, Hunt et al. 2007 §2.3), then updates the
+    channels at ``p``.  The local sums ``sum_q GC(|p - q|) Y_q^T R_q^-1 Y_q`` are circular
+    convolutions over the periodic grid (FFT), followed by one batched ``eigh`` per
+    ``(trajectory, location)``: memory ``trajectories * locations * members^2``.
+
+    Args:
+        ensemble: forecast ``(members, trajectories, C, *space)``.
+        observation: lifted ``(trajectories, C, *space)`` (values where unobserved ignored).
+        mask: bool ``(trajectories, C, *space)``.
+        sigma: observation-noise standard deviation.
+        inflation: multiplicative inflation of the forecast anomalies (observed trajectories).
+        localisation_radius: Gaspari-Cohn half-width ``c`` in grid points, or None.
+
+    Returns:
+        The analysis ensemble, ``(members, trajectories, C, *space)``.
+    """
+    _check(ensemble, observation, mask)
+    members, trajectories = ensemble.shape[:2]
+    channels, space = ensemble.shape[2], tuple(ensemble.shape[3:])
+    dtype, device = ensemble.dtype, ensemble.device
+    mean, anomalies, _ = _split(ensemble, mask, inflation)
+    weight = mask.reshape(trajectories, -1).to(device=device, dtype=dtype)
+    precision = weight / sigma**2  # diagonal of R^-1, 0 where unobserved
+    y = torch.where(weight > 0, observation.reshape(trajectories, -1).to(device, dtype), 0.0)
+    innovation = (y - mean) * weight  # (trajectories, D)
+    obs_anomalies = anomalies * weight.unsqueeze(-1)  # Y = H X, (trajectories, D, members)
+    k1 = members - 1.0
+
+    if localisation_radius is None:
+        root = precision.sqrt()
+        u, s, vh = torch.linalg.svd(root.unsqueeze(-1) * obs_anomalies, full_matrices=False)
+        lam = s.square()  # eigenvalues of Y^T R^-1 Y on the span of V
+        projected = (u * (root * innovation).unsqueeze(-1)).sum(-2)  # U^T R^-1/2 d
+        mean_weights = ((s / (lam + k1)) * projected).unsqueeze(-2) @ vh  # (traj, 1, members)
+        gain = torch.sqrt(k1 / (lam + k1)) - 1.0  # W = I + V diag(gain) V^T
+        xv = anomalies @ vh.transpose(-1, -2)  # X V, (traj, D, r)
+        analysis = (
+            mean.unsqueeze(-1)
+            + anomalies @ mean_weights.transpose(-1, -2)
+            + anomalies
+            + (xv * gain.unsqueeze(-2)) @ vh
+        )
+        return analysis.permute(2, 0, 1).reshape(ensemble.shape)
+
+    # LETKF: per-location precision-weighted sums, localised by circular convolution.
+    locations = math.prod(space)
+    shape = (trajectories, channels, locations)
+    y_loc = obs_anomalies.reshape(*shape, members)
+    p_loc = precision.reshape(shape)
+    d_loc = innovation.reshape(shape)
+    # z_q = sum_c Y_cq^T R^-1_cq Y_cq, b_q = sum_c Y_cq^T R^-1_cq d_cq
+    z = torch.einsum("ncq,ncqa,ncqb->nabq", p_loc, y_loc, y_loc)
+    b = torch.einsum("ncq,ncqa,ncq->naq", p_loc, y_loc, d_loc)
+    kernel = localisation_kernel(space, float(localisation_radius), dtype, device)
+    z = _circular_convolution(z.reshape(trajectories, members, members, *space), kernel)
+    b = _circular_convolution(b.reshape(trajectories, members, *space), kernel)
+    z = z.reshape(trajectories, members, members, locations).permute(0, 3, 1, 2)
+    b = b.reshape(trajectories, members, locations).permute(0, 2, 1)  # (traj, P, members)
+    z = 0.5 * (z + z.transpose(-1, -2))
+    eye = torch.eye(members, dtype=dtype, device=device)
+    lam, v = torch.linalg.eigh(z + k1 * eye)  # (traj, P, members), (traj, P, members, members)
+    lam = lam.clamp_min(k1)  # exact eigenvalues are >= k - 1 (z is PSD)
+    vt = v.transpose(-1, -2)
+    mean_weights = (v * (1.0 / lam).unsqueeze(-2)) @ (vt @ b.unsqueeze(-1))  # (traj,P,m,1)
+    root = (v * torch.sqrt(k1 / lam).unsqueeze(-2)) @ vt  # W_p, (traj, P, members, members)
+    transform = root + mean_weights  # T[j, i] = W[j, i] + w[j]
+    x_loc = anomalies.reshape(*shape, members)
+    analysis = torch.einsum("ncpj,npji->ncpi", x_loc, transform) + mean.reshape(
+        shape
+    ).unsqueeze(-1)
+    return analysis.reshape(trajectories, -1, members).permute(2, 0, 1).reshape(ensemble.shape)
+
+
+def perturbed_analysis(
+    ensemble: torch.Tensor,
+    observation: torch.Tensor,
+    mask: torch.Tensor,
+    sigma: float,
+    generator: torch.Generator,
+    inflation: float = 1.0,
+    localisation_radius: float | None = None,
+    solve_in: str = "auto",
+) -> torch.Tensor:
+    """Stochastic (perturbed-observation) EnKF analysis of one frame (Burgers et al. 1998).
+
+        x_a^i = x_f^i + K (y + eps^i - H x_f^i),   K = P H^T (H P H^T + R)^-1,
+
+    with ``P = X X^T / (k - 1)`` from the inflated anomalies ``X`` and ``eps^i = sigma xi^i``,
+    ``xi`` standard normal from ``generator`` and centred over the members (Evensen 2003
+    §4.2: the perturbations then have zero sample mean, so the analysis mean is exactly
+    ``x_mean + K (y - H x_mean)``, while their ``1/(k-1)`` sample covariance stays unbiased).
+
+    Observations are gathered per trajectory: the observed entries of each trajectory come
+    first, padded to the largest count ``J`` over trajectories; padded rows have ``H = 0``,
+    innovation 0 and unit variance, so they change nothing.  The gain is formed in
+    observation space (``J x J`` solve) or, without localisation and when
+    ``members <= J``, in ensemble space through the Woodbury identity
+    ``K = X' (I + Y'^T R^-1 Y')^-1 Y'^T R^-1`` with ``X' = X / sqrt(k-1)``, ``Y' = H X'``.
+
+    With ``localisation_radius = c`` the covariances are Schur products with the
+    Gaspari-Cohn matrix of periodic grid distances (Houtekamer & Mitchell 2001):
+    ``K = (L o P) H^T (H (L o P) H^T + R)^-1``.
+
+    Args:
+        ensemble: forecast ``(members, trajectories, C, *space)``.
+        observation: lifted ``(trajectories, C, *space)``.
+        mask: bool ``(trajectories, C, *space)``.
+        sigma: observation-noise standard deviation.
+        generator: source of the observation perturbations, drawn as ``(members,
+            trajectories, J)`` on the generator's device.
+        inflation: multiplicative inflation of the forecast anomalies (observed trajectories).
+        localisation_radius: Gaspari-Cohn half-width ``c`` in grid points, or None.
+        solve_in: ``"auto"``, ``"observation"`` or ``"ensemble"`` (the last only without
+            localisation); both give the same gain up to round-off.
+
+    Returns:
+        The analysis ensemble, ``(members, trajectories, C, *space)``.
+    """
+    _check(ensemble, observation, mask)
+    if solve_in not in ("auto", "observation", "ensemble"):
+        raise ValueError(f"solve_in must be 'auto', 'observation' or 'ensemble', got {solve_in!r}")
+    if solve_in == "ensemble" and localisation_radius is not None:
+        raise ValueError("a localised perturbed-obs gain is formed in observation space")
+    members, trajectories = ensemble.shape[:2]
+    space = tuple(ensemble.shape[3:])
+    locations = math.prod(space)
+    dtype, device = ensemble.dtype, ensemble.device
+    mean, anomalies, _ = _split(ensemble, mask, inflation)
+    forecast = mean.unsqueeze(-1) + anomalies  # inflated members, (traj, D, members)
+    scaled = anomalies / math.sqrt(members - 1)  # X'
+
+    flat_mask = mask.reshape(trajectories, -1).to(device)
+    count = int(flat_mask.sum(-1).max())
+    # observed entries first (stable: increasing index), padded to the largest count
+    index = torch.argsort((~flat_mask).to(torch.int8), dim=-1, stable=True)[:, :count]
+    valid = torch.gather(flat_mask, 1, index)  # (traj, J)
+    weight = valid.to(dtype)
+    y = torch.gather(observation.reshape(trajectories, -1).to(device, dtype), 1, index)
+    y = torch.where(valid, y, 0.0)
+    rows = index.unsqueeze(-1).expand(trajectories, count, members)
+    h_scaled = torch.gather(scaled, 1, rows) * weight.unsqueeze(-1)  # H X', (traj, J, members)
+    h_forecast = torch.gather(forecast, 1, rows)  # (traj, J, members)
+
+    xi = torch.randn(
+        (members, trajectories, count), generator=generator, dtype=dtype, device=generator.device
+    ).to(device)
+    eps = sigma * (xi - xi.mean(0, keepdim=True)).permute(1, 2, 0)  # (traj, J, members)
+    innovation = (y.unsqueeze(-1) + eps - h_forecast) * weight.unsqueeze(-1)
+
+    use_ensemble = solve_in == "ensemble" or (
+        solve_in == "auto" and localisation_radius is None and members <= count
+    )
+    if use_ensemble:
+        precision = weight / sigma**2
+        eye = torch.eye(members, dtype=dtype, device=device)
+        system = eye + h_scaled.transpose(-1, -2) @ (precision.unsqueeze(-1) * h_scaled)
+        rhs = h_scaled.transpose(-1, -2) @ (precision.unsqueeze(-1) * innovation)
+        update = scaled @ torch.linalg.solve(system, rhs)
+    else:
+        cross = scaled @ h_scaled.transpose(-1, -2)  # P H^T, (traj, D, J)
+        innovation_cov = h_scaled @ h_scaled.transpose(-1, -2)  # H P H^T, (traj, J, J)
+        if localisation_radius is not None:
+            c = float(localisation_radius)
+            state_loc = torch.arange(anomalies.shape[1], device=device) % locations
+            obs_loc = index % locations
+            cross = cross * gaspari_cohn(
+                periodic_distance(state_loc.view(1, -1, 1), obs_loc.unsqueeze(1), space, dtype), c
+            )
+            innovation_cov = innovation_cov * gaspari_cohn(
+                periodic_distance(obs_loc.unsqueeze(-1), obs_loc.unsqueeze(1), space, dtype), c
+            )
+        noise_var = torch.where(valid, sigma**2, 1.0).to(dtype)
+        system = innovation_cov + torch.diag_embed(noise_var)
+        update = cross @ torch.linalg.solve(system, innovation)
+    analysis = forecast + update
+    return analysis.permute(2, 0, 1).reshape(ensemble.shape)
+
+
+# --------------------------------------------------------------------------- the strategy
+
+
+@register
+class EnsembleKalmanFilter:
+    """Ensemble Kalman filter on the process's own ensemble forecast (module docstring).
+
+    Each step advances the window of every member by one frame with the process, then, if
+    frame ``t`` is observed anywhere, replaces the new frame by its analysis (perturbed-obs
+    or ETKF, optionally inflated and localised) and slides the window with it.
+
+    Diagnostics (lists, one entry per analysis frame): ``analysis_frames`` (the ``t``),
+    ``innovation_rms`` ``(trajectories,)`` RMS over the observed entries of
+    ``y - H x_forecast_mean`` (NaN where a trajectory observes nothing), and
+    ``forecast_spread`` / ``analysis_spread`` ``(trajectories,)``, the square root of the
+    member variance (``1/(k-1)``) averaged over the frame, before inflation / after analysis.
+    """
+
+    name = "enkf"
+
+    @dataclass(frozen=True)
+    class Config:
+        """Options of the EnKF.
+
+        Attributes:
+            variant: ``"etkf"`` (square-root, Hunt et al. 2007) or ``"perturbed"``
+                (stochastic EnKF, Burgers et al. 1998).
+            inflation: multiplicative factor (> 0, usually >= 1) on the forecast anomalies
+                before each analysis.
+            localisation_radius: Gaspari-Cohn half-width in grid points (weights reach 0 at
+                twice this distance; periodic distance, per axis on 2-D grids), or None.
+            initial_spread: std of Gaussian perturbations added by ``init`` to the context
+                of every member (from the generator); a deterministic process needs > 0,
+                or all members stay identical and no analysis can act.
+        """
+
+        variant: str = "etkf"
+        inflation: float = 1.0
+        localisation_radius: float | None = None
+        initial_spread: float = 0.0
+
+        def __post_init__(self) -> None:
+            if self.variant not in VARIANTS:
+                raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+            if not (math.isfinite(self.inflation) and self.inflation > 0):
+                raise ValueError(f"inflation must be positive and finite, got {self.inflation}")
+            if self.localisation_radius is not None and not self.localisation_radius > 0:
+                raise ValueError(
+                    f"localisation_radius must be > 0 (or None), got {self.localisation_radius}"
+                )
+            if not (math.isfinite(self.initial_spread) and self.initial_spread >= 0):
+                raise ValueError(f"initial_spread must be >= 0, got {self.initial_spread}")
+
+    def init(
+        self,
+        process: Process,
+        problem: Problem,
+        members: int,
+        config: Config,
+        generator: torch.Generator,
+    ) -> StrategyState:
+        """Window ``(members, trajectories, k, C, *space)``: the context, optionally perturbed."""
+        if members < 2:
+            raise ValueError(
+                f"the EnKF needs >= 2 members to estimate a covariance, got members={members}"
+            )
+        window = initial_window(problem, members, process.context_length)
+        if config.initial_spread > 0:
+            noise = torch.randn(
+                window.shape, generator=generator, dtype=window.dtype, device=generator.device
+            )
+            window = window + config.initial_spread * noise.to(window.device)
+        diagnostics = {
+            "analysis_frames": [],
+            "innovation_rms": [],
+            "forecast_spread": [],
+            "analysis_spread": [],
+        }
+        return StrategyState(window=window, diagnostics=diagnostics)
+
+    def step(
+        self,
+        process: Process,
+        problem: Problem,
+        state: StrategyState,
+        t: int,
+        config: Config,
+        generator: torch.Generator,
+    ) -> StrategyState:
+        """Forecast frame t for every member, then analyse it if frame t is observed."""
+        with torch.no_grad():
+            frame = propagate(process, state.window, generator, frame=t).frame
+            if problem.observed(t):
+                frame = self._analyse(frame, problem, t, config, generator, state)
+            state.push(frame)
+        return state
+
+    @staticmethod
+    def _analyse(
+        frame: torch.Tensor,
+        problem: Problem,
+        t: int,
+        config: Config,
+        generator: torch.Generator,
+        state: StrategyState,
+    ) -> torch.Tensor:
+        """Analysis of ``frame`` ``(members, trajectories, C, *space)``; records diagnostics."""
+        mask = problem.mask_at(t).to(frame.device)
+        observation = problem.observation[:, t].to(frame.device, frame.dtype)
+        if config.variant == "etkf":
+            analysis = etkf_analysis(
+                frame,
+                observation,
+                mask,
+                problem.sigma,
+                config.inflation,
+                config.localisation_radius,
+            )
+        else:
+            analysis = perturbed_analysis(
+                frame,
+                observation,
+                mask,
+                problem.sigma,
+                generator,
+                config.inflation,
+                config.localisation_radius,
+            )
+        reduce = tuple(range(1, frame.ndim - 1))
+        weight = mask.to(frame.dtype)
+        count = weight.sum(reduce)
+        residual = ((observation - frame.mean(0)) * weight).square().sum(reduce)
+        state.diagnostics["analysis_frames"].append(t)
+        state.diagnostics["innovation_rms"].append(
+            torch.where(count > 0, residual / count.clamp_min(1), torch.nan).sqrt()
+        )
+        state.diagnostics["forecast_spread"].append(frame.var(0).mean(reduce).sqrt())
+        state.diagnostics["analysis_spread"].append(analysis.var(0).mean(reduce).sqrt())
+        return analysis
