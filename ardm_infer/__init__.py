@@ -8,30 +8,43 @@ Public entry points:
 - :mod:`ardm_infer.metrics` — scoring functions shared by every strategy.
 - :mod:`ardm_infer.ardm` — the ARDM process, schedule and guided kernel.
 - :mod:`ardm_infer.guidance` — the seam between the ARDM and strategies.
+- :func:`load_ardm` — the shipped KS and Kolmogorov ARDMs.
+- :func:`assimilate` — run any registered strategy on a :class:`Problem`.
 """
 
-from . import dynamics, metrics, observe
+from . import dynamics, metrics, observe, strategies
 from ._version import __version__, code_version
+from .ardm import ARDM, Schedule
+from .ardm.pretrained import load_ardm
 from .data import DataConfig, Dataset, default_data_config, load_dataset
 from .guidance import Guidance, SubStepState
 from .observe import Regime, parse_regime, preset
 from .process import Process, rollout
+from .strategies import Problem, assimilate, available_strategies, make_problem
 
 __all__ = [
+    "ARDM",
     "DataConfig",
     "Dataset",
     "Guidance",
+    "Problem",
     "Process",
     "Regime",
+    "Schedule",
     "SubStepState",
     "__version__",
+    "assimilate",
+    "available_strategies",
     "code_version",
     "default_data_config",
     "dynamics",
+    "load_ardm",
     "load_dataset",
+    "make_problem",
     "metrics",
     "observe",
     "parse_regime",
     "preset",
     "rollout",
+    "strategies",
 ]
