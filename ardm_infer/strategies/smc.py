@@ -135,8 +135,8 @@ class SMC:
             stochastic schedule (eta > 0).  A guidance with an integer ``vjps`` counter has
             its increase added to the run's VJP cost.
         ess_threshold: resample a trajectory's particles when ESS < ess_threshold * members,
-            in [0, 1]; 0 never resamples (sequential importance sampling), 1 resamples
-            whenever the weights are not exactly uniform.
+            in [0, 1]; 0 never resamples (sequential importance sampling), 1 resamples at
+            (almost) every frame.
         process_noise: std of Gaussian jitter x_t <- x_t + process_noise * xi added to every
             propagated particle (0 = none), e.g. for deterministic numerical dynamics such as
             Lorenz-96 where a bootstrap filter would otherwise never diversify its particles.
