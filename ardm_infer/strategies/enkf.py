@@ -163,7 +163,7 @@ def _split(
     members, trajectories = ensemble.shape[:2]
     x = ensemble.reshape(members, trajectories, -1).permute(1, 2, 0)
     mean = x.mean(-1)
-    observed_any = mask.reshape(trajectories, -1).any(-1)
+    observed_any = mask.reshape(trajectories, -1).to(x.device).any(-1)
     factor = torch.where(
         observed_any,
         torch.tensor(float(inflation), dtype=x.dtype, device=x.device),
@@ -284,9 +284,7 @@ def etkf_analysis(
     root = (v * torch.sqrt(k1 / lam).unsqueeze(-2)) @ vt  # W_p, (traj, P, members, members)
     transform = root + mean_weights  # T[j, i] = W[j, i] + w[j]
     x_loc = anomalies.reshape(*shape, members)
-    analysis = torch.einsum("ncpj,npji->ncpi", x_loc, transform) + mean.reshape(
-        shape
-    ).unsqueeze(-1)
+    analysis = torch.einsum("ncpj,npji->ncpi", x_loc, transform) + mean.reshape(shape).unsqueeze(-1)
     return analysis.reshape(trajectories, -1, members).permute(2, 0, 1).reshape(ensemble.shape)
 
 
@@ -318,7 +316,7 @@ def perturbed_analysis(
 
     With ``localisation_radius = c`` the covariances are Schur products with the
     Gaspari-Cohn matrix of periodic grid distances (Houtekamer & Mitchell 2001):
-    ``K = (L o P) H^T (H (L o P) H^T + R)^-1``.
+    ``K = (L o P) H^T (H (L o P) H^T + R)^-1``; memory ``trajectories * D * J``.
 
     Args:
         ensemble: forecast ``(members, trajectories, C, *space)``.
@@ -350,6 +348,8 @@ def perturbed_analysis(
 
     flat_mask = mask.reshape(trajectories, -1).to(device)
     count = int(flat_mask.sum(-1).max())
+    if count == 0:  # nothing observed: no inflation, no update
+        return ensemble.clone()
     # observed entries first (stable: increasing index), padded to the largest count
     index = torch.argsort((~flat_mask).to(torch.int8), dim=-1, stable=True)[:, :count]
     valid = torch.gather(flat_mask, 1, index)  # (traj, J)
@@ -388,7 +388,8 @@ def perturbed_analysis(
             innovation_cov = innovation_cov * gaspari_cohn(
                 periodic_distance(obs_loc.unsqueeze(-1), obs_loc.unsqueeze(1), space, dtype), c
             )
-        noise_var = torch.where(valid, sigma**2, 1.0).to(dtype)
+        # R on observed rows, 1 on padded rows (which have H = 0 and innovation 0)
+        noise_var = weight * sigma**2 + (1.0 - weight)
         system = innovation_cov + torch.diag_embed(noise_var)
         update = cross @ torch.linalg.solve(system, innovation)
     analysis = forecast + update
@@ -526,7 +527,7 @@ class EnsembleKalmanFilter:
         reduce = tuple(range(1, frame.ndim - 1))
         weight = mask.to(frame.dtype)
         count = weight.sum(reduce)
-        residual = ((observation - frame.mean(0)) * weight).square().sum(reduce)
+        residual = torch.where(mask, observation - frame.mean(0), 0.0).square().sum(reduce)
         state.diagnostics["analysis_frames"].append(t)
         state.diagnostics["innovation_rms"].append(
             torch.where(count > 0, residual / count.clamp_min(1), torch.nan).sqrt()
