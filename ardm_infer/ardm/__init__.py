@@ -1,6 +1,6 @@
 """The ARDM: schedule, guided sub-step kernel, process, analytic and learned denoisers."""
 
-from .analytic import GaussianDenoiser, analytic_ardm, sampler_transition_moments
+from .analytic import GaussianDenoiser, analytic_ardm, sampler_transition_moments, sampler_twin
 from .kernel import SubStepInfo, substep
 from .process import ARDM, FrameResult
 from .schedule import DeterministicSamplerError, Schedule
@@ -14,5 +14,6 @@ __all__ = [
     "SubStepInfo",
     "analytic_ardm",
     "sampler_transition_moments",
+    "sampler_twin",
     "substep",
 ]

@@ -68,3 +68,17 @@ def sampler_transition_moments(
         C = B @ C @ B.T + tau**2 * eye
         offset = B @ offset
     return mu + offset, C
+
+
+def sampler_twin(twin: LinearGaussianTwin, schedule: Schedule) -> LinearGaussianTwin:
+    """The linear-Gaussian twin that the analytic ARDM *actually* samples at finite S.
+
+    The sampler's output given x is exactly Gaussian with mean A_eff x and covariance Q_eff
+    (:func:`sampler_transition_moments`); the Kalman filter of (A_eff, Q_eff) is then the
+    exact oracle for strategies run on the analytic ARDM, free of discretisation error.
+    """
+    d = twin.dim
+    eye = torch.eye(d, dtype=torch.float64)
+    columns = [sampler_transition_moments(twin, schedule, e)[0] for e in eye]
+    covariance = sampler_transition_moments(twin, schedule, torch.zeros(d, dtype=torch.float64))[1]
+    return LinearGaussianTwin(torch.stack(columns, 1), 0.5 * (covariance + covariance.T))
