@@ -6,7 +6,8 @@ Unguided ensembles start from the true context frames of the test split:
 
 - stability: ``--rollouts`` rollouts (default 32) of the long horizon (KS 640, Kolmogorov 180
   frames) must stay finite, and the energy spectrum time-averaged over the second half must
-  be within 25% of the solver's on every wavenumber carrying at least 1% of the energy;
+  be within 25% of the solver's (all test frames) on every wavenumber carrying at least 1%
+  of the energy;
 - skill: high-correlation time (Pearson corr >= 0.8) of the 16-member ensemble mean, next to
   that of the numerical solver started from the true frame perturbed at the observation-noise
   level (0.1 in normalised units);
@@ -108,10 +109,11 @@ def main() -> None:
     long_seconds = time.perf_counter() - t0
     long_phys = dataset.denormalise(long)
     finite = bool(torch.isfinite(long).all())
-    truth_long = test[idx, k : k + horizon]
     half = horizon // 2
     spec_model = spectrum(pde, long_phys[:, half:])
-    spec_true = spectrum(pde, truth_long[:, half:])
+    # The solver's spectrum of the statistically steady attractor: every test frame (more
+    # samples than the same window alone, so the reference itself is not the noisy side).
+    spec_true = spectrum(pde, test[:, k:])
     rel = metrics.spectrum_relative_error(spec_model, spec_true, 0.01)
     max_rel = float(metrics.max_spectrum_relative_error(spec_model, spec_true, 0.01))
     stable = finite and max_rel <= 0.25
