@@ -71,6 +71,44 @@ def _cmd_train_ardm(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_controller(args: argparse.Namespace) -> int:
+    import dataclasses
+    import shutil
+    from pathlib import Path
+
+    from .ardm.pretrained import CHECKPOINT_DIR, load_ardm
+    from .controller.training import controller_presets, train_controller
+    from .data import DataConfig, load_dataset
+    from .observe import parse_regime
+
+    presets = controller_presets(args.pde)
+    if args.preset not in presets:
+        raise ValueError(f"unknown preset {args.preset!r}; expected one of {sorted(presets)}")
+    network_config, train_config = presets[args.preset]
+    ardm = load_ardm(args.pde)
+    dataset = load_dataset(
+        DataConfig.from_dict(ardm.card["data_config"]), cache_dir=args.cache_dir, progress=True
+    )
+    changes = {}
+    if args.steps is not None:
+        changes["steps"] = args.steps
+    if args.regimes != "randomised":
+        changes["regimes"] = parse_regime(args.regimes, pde=args.pde).spec()
+    if changes:
+        train_config = dataclasses.replace(train_config, **changes)
+    out = Path(args.out or f"runs/controller-{args.pde}-{args.preset}")
+    result = train_controller(
+        ardm, dataset, network_config, train_config, out, resume=not args.no_resume
+    )
+    print(f"controller: {result['weights_path']} (card {result['card_path']})")
+    if args.ship:
+        CHECKPOINT_DIR.mkdir(parents=True, exist_ok=True)
+        for src in (Path(result["weights_path"]), Path(result["card_path"])):
+            shutil.copy2(src, CHECKPOINT_DIR / f"controller-{args.pde}{src.suffix}")
+        print(f"shipped to {CHECKPOINT_DIR}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``ardm-infer`` argument parser with all subcommands."""
     parser = argparse.ArgumentParser(
@@ -107,6 +145,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--ship", action="store_true", help="copy the result into the package's checkpoints folder"
     )
     p.set_defaults(func=_cmd_train_ardm)
+
+    p = sub.add_parser("train-controller", help="train the amortised controller (resumable)")
+    p.add_argument("--pde", choices=["ks", "kolmogorov"], default="ks")
+    p.add_argument("--preset", default="default", help="network/training preset (default, smoke)")
+    p.add_argument(
+        "--regimes",
+        default="randomised",
+        help="'randomised' (regimes drawn per window) or one regime (preset name or spec)",
+    )
+    p.add_argument("--steps", type=int, default=None, help="override the number of steps")
+    p.add_argument("--out", default=None, help="run folder")
+    p.add_argument("--cache-dir", default=None, help="data cache root")
+    p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
+    p.add_argument(
+        "--ship", action="store_true", help="copy the result into the package's checkpoints folder"
+    )
+    p.set_defaults(func=_cmd_train_controller)
 
     p = sub.add_parser("regimes", help="list the named observation regimes or parse a spec")
     p.add_argument("spec", nargs="?", default=None, help="a preset name or spec string")

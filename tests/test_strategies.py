@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from ardm_infer.ardm import Schedule, analytic_ardm
+from ardm_infer.controller import ControllerConfig, build_controller
 from ardm_infer.dynamics import LinearGaussianTwin, kalman_filter
 from ardm_infer.strategies import (
     assimilate,
@@ -19,7 +20,15 @@ from ardm_infer.strategies import (
 from ardm_infer.strategies.base import Strategy
 
 DIM = 8
-SMALL = {"vc": {"iterations": 4, "window": 2}}
+SMALL = {
+    "vc": {"iterations": 4, "window": 2},
+    # An untrained (zero-initialised) controller: conformance only needs the interface.
+    "controller": {
+        "controller": build_controller(
+            ControllerConfig(dims=1, channels=1, context_frames=1, preview=2, width=8, groups=4)
+        )
+    },
+}
 
 
 def twin_problem(trajectories=3, horizon=6, spec="stride=2, every=1, sigma=0.3", seed=0):

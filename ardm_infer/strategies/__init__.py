@@ -5,7 +5,7 @@ Each strategy lives in its own module and imports none of the others; compositio
 with a DPS proposal) goes through Config.
 """
 
-from . import dps, enkf, forecast, smc, vc  # noqa: F401  (registers)
+from . import controller, dps, enkf, forecast, smc, vc  # noqa: F401  (registers)
 from .base import (
     Cost,
     Problem,

@@ -69,7 +69,13 @@ class DPSGuidance:
         batch = state.z.shape[0]
         frame_dims = tuple(range(1, state.z.ndim))
         if self.variant == "score":
-            objective = log_likelihood(self.observation, state.x0_hat, self.mask, self.sigma)
+            objective = log_likelihood(
+                self.observation,
+                state.x0_hat,
+                self.mask,
+                self.sigma,
+                frame_ndim=state.x0_hat.ndim - 1,
+            )
             (grad,) = torch.autograd.grad(objective.sum(), state.z)
             u = self.scale * (state.sigma**2 - state.sigma_next**2) * grad
         else:

@@ -46,7 +46,13 @@ class _WindowControls:
     def control(self, state: SubStepState) -> torch.Tensor:
         j = self.j
         if self.arrival_weight > 0 and self.observed[j]:
-            cost = observation_cost(self.observation[j], state.x0_hat, self.mask[j], self.sigma)
+            cost = observation_cost(
+                self.observation[j],
+                state.x0_hat,
+                self.mask[j],
+                self.sigma,
+                frame_ndim=state.x0_hat.ndim - 1,
+            )
             self.arrival.append(self.arrival_weight * cost)
         return state.tau * self.v[j, state.substeps - state.substep]
 
@@ -169,7 +175,9 @@ class VariationalControl:
             with torch.enable_grad():
                 out, kls = self._rollout(process, state.window, members, seed, guide, frames)
                 terminal = sum(
-                    observation_cost(obs[j], out[j], mask[j], problem.sigma)
+                    observation_cost(
+                        obs[j], out[j], mask[j], problem.sigma, frame_ndim=len(problem.frame_shape)
+                    )
                     for j in range(frames)
                     if observed[j]
                 )

@@ -1,0 +1,40 @@
+"""The amortised controller of CA-ARDM (arXiv 2510.06637): preview buffer, network, training.
+
+- :mod:`.preview`: the preview buffer (observations of frames t .. t + Lambda - 1 only).
+- :mod:`.network`: the controller f_psi (u_s = tau_s f_psi, KL = |f|^2 / 2) and its
+  :class:`~ardm_infer.guidance.Guidance`.
+- :mod:`.training`: offline training by back-propagating J through frozen-ARDM rollouts,
+  regime randomisation, resumable checkpoints, safetensors artifacts with a card.
+
+The strategy that uses a trained controller is ``ardm_infer.strategies.controller``.
+"""
+
+from .network import Controller, ControllerConfig, ControllerGuidance, build_controller
+from .preview import Preview, preview_window
+from .training import (
+    ControllerTrainConfig,
+    RegimeDistribution,
+    controlled_rollout,
+    controller_presets,
+    load_controller,
+    resolve_regimes,
+    save_controller,
+    train_controller,
+)
+
+__all__ = [
+    "Controller",
+    "ControllerConfig",
+    "ControllerGuidance",
+    "ControllerTrainConfig",
+    "Preview",
+    "RegimeDistribution",
+    "build_controller",
+    "controlled_rollout",
+    "controller_presets",
+    "load_controller",
+    "preview_window",
+    "resolve_regimes",
+    "save_controller",
+    "train_controller",
+]

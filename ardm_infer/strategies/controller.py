@@ -1,0 +1,194 @@
+"""``controller``: CA-ARDM, one causal rollout with a trained amortised controller.
+
+At every frame t the controller sees the preview buffer of frames t..t+Lambda-1
+(:func:`ardm_infer.controller.preview_window`) and injects, at every sub-step s,
+
+    u_s = tau_s f_psi(z_s, sigma_s, x0_hat, context, innovation, preview),
+    KL_s = |u_s|^2 / (2 tau_s^2) = |f_psi|^2 / 2,
+
+the amortised minimiser of the control objective J of DESIGN.md §2 (trained offline by
+:func:`ardm_infer.controller.train_controller`; arXiv 2510.06637).  Inference is one rollout
+of the ARDM in ``torch.inference_mode()``, no gradients, plus one small network evaluation
+per sub-step (none at all while the preview holds no observation).  The control energy of
+every frame is recorded in ``diagnostics["kl"]`` (``(members, trajectories)`` per frame).
+
+:func:`controller_proposal` turns a controller into a proposal factory for ``smc``
+(``SMC.Config(proposal=controller_proposal(net))``); the discrete-Girsanov path weight
+reported by the kernel keeps SMC exact whatever the controller does, including its use of
+the observations of later frames in the preview (they are data, fixed during the run).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..ardm.pretrained import CHECKPOINT_DIR, SHIPPED
+from ..controller.network import Controller, ControllerGuidance
+from ..controller.preview import preview_window
+from ..controller.training import load_controller
+from ..process import Process
+from .base import Problem, StrategyState, initial_window, propagate, register
+
+__all__ = ["ControllerStrategy", "controller_proposal", "resolve_controller"]
+
+_LOADED: dict[tuple[str, int, int], Controller] = {}
+
+
+def resolve_controller(
+    controller: Controller | str | Path | None, device: torch.device | None = None
+) -> Controller:
+    """A :class:`Controller` from a network, a shipped name or an artifact path.
+
+    ``"ks"`` / ``"kolmogorov"`` name the shipped controllers
+    ``ardm_infer/checkpoints/controller-<pde>.safetensors``; any other string is a path.
+    Artifacts are verified (sha256) and loaded once per file version.  A network on another
+    device than ``device`` is copied there (the caller's object is not moved).  ``None``
+    raises ``ValueError`` explaining how to obtain a controller.
+    """
+    if controller is None:
+        raise ValueError(
+            "the controller strategy needs a trained controller: pass "
+            "controller=<Controller network or path to a .safetensors artifact>, e.g. train "
+            "one with ardm_infer.controller.train_controller (CLI: `ardm-infer "
+            "train-controller --pde ks`) and pass controller='runs/.../controller-ks.safetensors'"
+        )
+    if isinstance(controller, str | Path):
+        if isinstance(controller, str) and controller in SHIPPED:
+            path = (CHECKPOINT_DIR / f"controller-{controller}.safetensors").resolve()
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"no shipped controller at {path}; train one with `ardm-infer "
+                    f"train-controller --pde {controller} --ship`"
+                )
+        else:
+            path = Path(controller).resolve()
+        if not path.is_file():
+            raise FileNotFoundError(f"no controller artifact at {path}")
+        stat = path.stat()
+        key = (str(path), stat.st_mtime_ns, stat.st_size)
+        if key not in _LOADED:
+            _LOADED[key] = load_controller(path)
+        network = _LOADED[key]
+    elif isinstance(controller, Controller):
+        network = controller
+    else:
+        raise TypeError(
+            f"controller must be a Controller or a path, got {type(controller).__name__}"
+        )
+    if device is not None:
+        param = next(network.parameters())
+        if param.device != device:
+            network = copy.deepcopy(network).to(device)
+    return network
+
+
+def _check_fits(network: Controller, process: Process) -> None:
+    cfg = network.config
+    frame = tuple(process.frame_shape)
+    if (
+        len(frame) - 1 != cfg.dims
+        or frame[0] != cfg.channels
+        or process.context_length != cfg.context_frames
+    ):
+        raise ValueError(
+            f"the controller (dims={cfg.dims}, channels={cfg.channels}, "
+            f"context_frames={cfg.context_frames}) does not fit the process (frames {frame}, "
+            f"context length {process.context_length})"
+        )
+
+
+@register
+class ControllerStrategy:
+    """One causal rollout with the amortised controller active (CA-ARDM)."""
+
+    name = "controller"
+
+    @dataclass(frozen=True)
+    class Config:
+        """Attributes:
+        controller: a trained :class:`~ardm_infer.controller.Controller`, the path of its
+            ``.safetensors`` artifact (card beside it, sha256 verified), or ``"ks"`` /
+            ``"kolmogorov"`` for the shipped controllers; required.
+        """
+
+        controller: Any = None
+
+        def __post_init__(self) -> None:
+            if self.controller is not None and not isinstance(
+                self.controller, Controller | str | Path
+            ):
+                raise TypeError(
+                    "controller must be a Controller, a path to an artifact, or None; got "
+                    f"{type(self.controller).__name__}"
+                )
+
+    def init(
+        self,
+        process: Process,
+        problem: Problem,
+        members: int,
+        config: Config,
+        generator: torch.Generator,
+    ) -> StrategyState:
+        if not hasattr(process, "step_frame"):
+            raise ValueError("controller steers denoising sub-steps: it needs an ARDM process")
+        process.schedule.require_stochastic("controller")
+        network = resolve_controller(config.controller, problem.context.device)
+        _check_fits(network, process)
+        state = StrategyState(window=initial_window(problem, members, process.context_length))
+        state.extra["network"] = network
+        state.diagnostics.update(kl=[], controller_calls=0, preview=network.config.preview)
+        card = network.card
+        if isinstance(card, dict) and "ardm" in card:
+            state.diagnostics["trained_for"] = card["ardm"]
+        return state
+
+    def step(
+        self,
+        process: Process,
+        problem: Problem,
+        state: StrategyState,
+        t: int,
+        config: Config,
+        generator: torch.Generator,
+    ) -> StrategyState:
+        network: Controller = state.extra["network"]
+        preview = preview_window(problem.observation, problem.mask, t, network.config.preview)
+        guidance = ControllerGuidance(network, preview.y, preview.mask, problem.sigma)
+        with torch.inference_mode():
+            prop = propagate(process, state.window, generator, guidance=guidance, frame=t)
+            state.push(prop.frame)
+        state.diagnostics["kl"].append(prop.kl)
+        state.diagnostics["controller_calls"] += guidance.calls
+        return state
+
+
+def controller_proposal(
+    network: Controller | str | Path,
+) -> Callable[[Problem, int], ControllerGuidance]:
+    """A proposal factory ``(problem, t) -> Guidance`` for ``smc`` from a controller.
+
+    The guidance tiles the per-trajectory preview over the members-major flattened batch
+    ``(members * trajectories, C, *space)`` that SMC hands to the sampler.
+
+    Args:
+        network: a trained :class:`~ardm_infer.controller.Controller` or an artifact path.
+    """
+    base = resolve_controller(network)
+    on_device: dict[torch.device, Controller] = {}
+
+    def factory(problem: Problem, t: int) -> ControllerGuidance:
+        device = problem.observation.device
+        if device not in on_device:
+            on_device[device] = resolve_controller(base, device)
+        net = on_device[device]
+        preview = preview_window(problem.observation, problem.mask, t, net.config.preview)
+        return ControllerGuidance(net, preview.y, preview.mask, problem.sigma)
+
+    return factory
