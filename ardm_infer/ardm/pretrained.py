@@ -42,7 +42,8 @@ def load_ardm(
     Args:
         name: ``"ks"``, ``"kolmogorov"`` or the path of a ``.safetensors`` artifact with its
             ``.json`` card beside it.
-        schedule: sampling schedule (default :class:`Schedule` ()).
+        schedule: sampling schedule (default: the card's ``sampler`` entry, chosen on the
+            validation split by ``benchmarks/tune_sampler.py``, else :class:`Schedule` ()).
         device: where to put the weights (default CPU).
 
     Returns:
@@ -65,9 +66,12 @@ def load_ardm(
         frame_shape = (cfg.channels, data["solver"]["grid"])
     else:
         frame_shape = (cfg.channels, data["solver"]["variables"])
+    if schedule is None:
+        sampler = {k: v for k, v in card.get("sampler", {}).items() if k != "chosen_by"}
+        schedule = Schedule(**sampler)
     ardm = ARDM(
         denoiser,
-        schedule or Schedule(),
+        schedule,
         frame_shape,
         cfg.context_frames,
         name=f"ardm-{data['pde']}",
