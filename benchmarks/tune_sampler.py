@@ -26,8 +26,8 @@ from ardm_infer.data import DataConfig, load_dataset
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pde", choices=["ks", "kolmogorov"], default="ks")
-    parser.add_argument("--candidates", default="0.001,0.0015,0.002,0.003,0.005")
-    parser.add_argument("--trajectories", type=int, default=8)
+    parser.add_argument("--candidates", default="0.001,0.0015,0.002,0.003")
+    parser.add_argument("--trajectories", type=int, default=16)
     parser.add_argument("--members", type=int, default=8)
     parser.add_argument("--frames", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
