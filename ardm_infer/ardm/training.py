@@ -484,39 +484,48 @@ def save_artifact(model: Denoiser, card_extra: dict[str, Any], path: str | Path)
     return card
 
 
-def load_artifact(
-    path: str | Path, device: str | torch.device | None = None
-) -> tuple[Denoiser, dict[str, Any]]:
-    """Load a denoiser saved by :func:`save_artifact` (read-only: eval mode, no grad on
-    parameters; gradients still flow to the inputs).
+def load_verified_module(
+    path: str | Path,
+    kind: str,
+    label: str,
+    config_type: Any,
+    build: Any,
+    device: str | torch.device | None = None,
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Load a network artifact (weights + JSON card), verifying it first.
 
-    Verifies, in order: the card exists and is valid JSON of the right kind; the sha256 of
-    the weights file equals the card's; the file parses as safetensors; the model config in
-    the weights' metadata equals the card's; the tensors match that architecture exactly and
-    are finite.  Any failure raises ``ValueError`` saying which check failed; nothing is
-    ever loaded silently.
+    Checks, in order: the card exists and is valid JSON with ``kind``; the sha256 of the
+    weights file equals the card's; the file parses as safetensors; the model config stored
+    in the weights' metadata equals the card's; the tensors fit ``build(config)`` exactly and
+    are finite.  Any failure raises ``ValueError`` saying which check failed (a missing
+    weights file raises ``FileNotFoundError``); nothing is ever loaded silently.  Shared by
+    the ARDM denoiser and the controller.
 
     Args:
         path: the ``.safetensors`` weights file.
-        device: where to put the model (default CPU).
+        kind: the card's expected ``kind``.
+        label: a human name for messages (e.g. "ARDM denoiser").
+        config_type: class with ``from_dict``/``to_dict`` for the card's ``model_config``.
+        build: ``config -> nn.Module``.
+        device: where to put the module (default CPU).
 
     Returns:
-        ``(denoiser, card)``.
+        ``(module in eval mode with frozen parameters, card)``.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no artifact weights file at {path}")
+        raise FileNotFoundError(f"no {label} weights file at {path}")
     cpath = card_path(path)
     if not cpath.is_file():
         raise ValueError(
-            f"artifact {path} has no card: expected {cpath}; refusing to load unverified weights"
+            f"{label} {path} has no card: expected {cpath}; refusing to load unverified weights"
         )
     try:
         card = json.loads(cpath.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"card {cpath} is not valid JSON ({err})") from err
-    if not isinstance(card, dict) or card.get("kind") != _CARD_KIND:
-        raise ValueError(f"card {cpath} is not an ARDM denoiser card (kind={_CARD_KIND!r})")
+    if not isinstance(card, dict) or card.get("kind") != kind:
+        raise ValueError(f"card {cpath} is not a {label} card (kind={kind!r})")
     expected = card.get("sha256")
     if not isinstance(expected, str):
         raise ValueError(f"card {cpath} has no sha256; refusing to load unverified weights")
@@ -524,7 +533,7 @@ def load_artifact(
     if actual != expected:
         raise ValueError(
             f"sha256 mismatch for {path}: file has {actual}, card {cpath} says {expected}; "
-            "the weights are corrupt or the card belongs to another artifact"
+            f"the weights are corrupt or the card belongs to another {label}"
         )
     try:
         with safe_open(str(path), framework="pt") as fh:
@@ -533,7 +542,7 @@ def load_artifact(
     except (SafetensorError, OSError, ValueError) as err:
         raise ValueError(f"{path} is not a readable safetensors file ({err})") from err
     try:
-        config = DenoiserConfig.from_dict(card["model_config"])
+        config = config_type.from_dict(card["model_config"])
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"card {cpath} has an invalid model_config ({err})") from err
     stored = json.loads(metadata.get("model_config", "null"))
@@ -542,9 +551,9 @@ def load_artifact(
             f"card {cpath} does not match the weights {path}: model_config {config.to_dict()} "
             f"vs {stored} stored with the weights"
         )
-    model = Denoiser(config)
+    module = build(config)
     try:
-        model.load_state_dict(tensors, strict=True)
+        module.load_state_dict(tensors, strict=True)
     except RuntimeError as err:
         raise ValueError(
             f"weights {path} do not fit the architecture in card {cpath}: {err}"
@@ -552,10 +561,23 @@ def load_artifact(
     bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise ValueError(f"weights {path} contain non-finite values in {bad[:5]}")
-    model.eval().requires_grad_(False)
+    module.eval().requires_grad_(False)
     if device is not None:
-        model.to(device)
-    return model, card
+        module.to(device)
+    return module, card
+
+
+def load_artifact(
+    path: str | Path, device: str | torch.device | None = None
+) -> tuple[Denoiser, dict[str, Any]]:
+    """Load a denoiser saved by :func:`save_artifact` (read-only: eval mode, no grad on
+    parameters; gradients still flow to the inputs), verified by
+    :func:`load_verified_module`.
+
+    Returns:
+        ``(denoiser, card)``.
+    """
+    return load_verified_module(path, _CARD_KIND, "ARDM denoiser", DenoiserConfig, Denoiser, device)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -91,6 +91,7 @@ from ..ardm.training import (
     _sha256,
     card_path,
     learning_rate,
+    load_verified_module,
 )
 from ..observe import Full, RandomFraction, Regime, add_noise, observation_cost
 from ..observe import parse_regime as _parse_regime
@@ -833,57 +834,10 @@ def load_controller(path: str | Path, device: str | torch.device | None = None) 
     Returns:
         The :class:`Controller` with ``card`` set.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no controller weights file at {path}")
-    cpath = card_path(path)
-    if not cpath.is_file():
-        raise ValueError(
-            f"controller {path} has no card: expected {cpath}; refusing unverified weights"
-        )
-    try:
-        card = json.loads(cpath.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"card {cpath} is not valid JSON ({err})") from err
-    if not isinstance(card, dict) or card.get("kind") != _CARD_KIND:
-        raise ValueError(f"card {cpath} is not a controller card (kind={_CARD_KIND!r})")
-    expected = card.get("sha256")
-    if not isinstance(expected, str):
-        raise ValueError(f"card {cpath} has no sha256; refusing to load unverified weights")
-    actual = _sha256(path)
-    if actual != expected:
-        raise ValueError(
-            f"sha256 mismatch for {path}: file has {actual}, card {cpath} says {expected}; "
-            "the weights are corrupt or the card belongs to another controller"
-        )
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            metadata = fh.metadata() or {}
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as err:
-        raise ValueError(f"{path} is not a readable safetensors file ({err})") from err
-    try:
-        config = ControllerConfig.from_dict(card["model_config"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise ValueError(f"card {cpath} has an invalid model_config ({err})") from err
-    stored = json.loads(metadata.get("model_config", "null"))
-    if stored != config.to_dict():
-        raise ValueError(
-            f"card {cpath} does not match the weights {path}: model_config "
-            f"{config.to_dict()} vs {stored} stored with the weights"
-        )
-    network = Controller(config)
-    try:
-        network.load_state_dict(tensors, strict=True)
-    except RuntimeError as err:
-        raise ValueError(f"weights {path} do not fit the architecture in {cpath}: {err}") from err
-    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if bad:
-        raise ValueError(f"weights {path} contain non-finite values in {bad[:5]}")
-    network.eval().requires_grad_(False)
+    network, card = load_verified_module(
+        path, _CARD_KIND, "controller", ControllerConfig, Controller, device
+    )
     network.card = card
-    if device is not None:
-        network.to(device)
     return network
 
 
