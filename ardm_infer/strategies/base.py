@@ -265,6 +265,12 @@ def initial_window(problem: Problem, members: int, k: int) -> torch.Tensor:
     return ctx[:, -k:].unsqueeze(0).expand(members, *ctx[:, -k:].shape).clone()
 
 
+def tile_members(x: torch.Tensor, members: int) -> torch.Tensor:
+    """Per-trajectory data for the flattened sampler batch: ``(N, ...)`` -> ``(M*N, ...)``
+    (members first, as :func:`flat` orders the batch)."""
+    return flat(x.unsqueeze(0).expand(members, *x.shape))
+
+
 def flat(x: torch.Tensor) -> torch.Tensor:
     """Merge members and trajectories: ``(M, N, ...)`` -> ``(M*N, ...)``."""
     return x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])

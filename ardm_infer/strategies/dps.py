@@ -31,7 +31,7 @@ import torch
 from ..guidance import SubStepState
 from ..observe import log_likelihood
 from ..process import Process
-from .base import Problem, StrategyState, flat, initial_window, propagate, register
+from .base import Problem, StrategyState, initial_window, propagate, register, tile_members
 
 
 class DPSGuidance:
@@ -140,10 +140,9 @@ class DPS:
         members = state.window.shape[0]
         guidance = None
         if problem.observed(t):
-            expand = (members, *problem.observation[:, t].shape)
             guidance = DPSGuidance(
-                flat(problem.observation[:, t].unsqueeze(0).expand(expand)),
-                flat(problem.mask_at(t).unsqueeze(0).expand(expand)),
+                tile_members(problem.observation[:, t], members),
+                tile_members(problem.mask_at(t), members),
                 problem.sigma,
                 config.scale,
                 config.variant,

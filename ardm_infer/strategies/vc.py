@@ -25,7 +25,7 @@ import torch
 from ..guidance import SubStepState
 from ..observe import observation_cost
 from ..process import Process
-from .base import Problem, StrategyState, flat, initial_window, register, unflat
+from .base import Problem, StrategyState, flat, initial_window, register, tile_members, unflat
 
 
 class _WindowControls:
@@ -146,13 +146,10 @@ class VariationalControl:
         batch = members * problem.trajectories
         seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
         observed = [problem.observed(t + j) for j in range(frames)]
-        expand = (members, *problem.observation[:, t].shape)
         obs = torch.stack(
-            [flat(problem.observation[:, t + j].unsqueeze(0).expand(expand)) for j in range(frames)]
+            [tile_members(problem.observation[:, t + j], members) for j in range(frames)]
         )
-        mask = torch.stack(
-            [flat(problem.mask_at(t + j).unsqueeze(0).expand(expand)) for j in range(frames)]
-        )
+        mask = torch.stack([tile_members(problem.mask_at(t + j), members) for j in range(frames)])
         shape = (config.window, S, batch, *problem.frame_shape)
         previous = state.extra.get("controls")
         v0 = previous if previous is not None and previous.shape == shape else None
