@@ -109,6 +109,82 @@ def _cmd_train_controller(args: argparse.Namespace) -> int:
     return 0
 
 
+def _split(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    return items or None
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .bench import benchmark
+    from .bench.report import format_table, summary, write_report
+
+    pdes = [args.pde] if args.pde else (["ks", "kolmogorov"] if args.preset == "paper" else ["ks"])
+    root = Path(args.out or f"results/bench-{args.preset}")
+    regimes = "all" if args.regimes in (None, "all") else _regime_list(args.regimes)
+    for pde in pdes:
+        out = root / pde if len(pdes) > 1 else root
+        ds = benchmark(
+            pde=pde,
+            strategies=_split(args.strategies),
+            regimes=regimes,
+            horizon=args.horizon,
+            trajectories=args.trajectories,
+            members=args.members,
+            seed=args.seed,
+            out=out,
+            preset=args.preset,
+            resume=args.resume,
+            workers=args.workers,
+            executor=args.executor,
+            threads=args.threads,
+            progress=not args.quiet,
+        )
+        print(
+            f"\n{pde}: {ds.attrs['members']} members, horizon {ds.attrs['horizon']}, "
+            f"{ds.sizes['trajectory']} trajectories, seed {ds.attrs['seed']}"
+        )
+        print(format_table(summary(ds)))
+        if not args.no_figures:
+            report = write_report(ds, out)
+            print(f"report: {report}")
+        print(f"results: {out / 'results.nc'}")
+    return 0
+
+
+def _regime_list(value: str) -> list[str]:
+    """Regimes separated by ';' (spec strings contain commas) or by ',' for preset names."""
+    from .observe import PRESET_NAMES
+
+    if ";" in value:
+        return [v.strip() for v in value.split(";") if v.strip()]
+    parts = [v.strip() for v in value.split(",") if v.strip()]
+    if all(p in PRESET_NAMES for p in parts):
+        return parts
+    return [value]
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .bench.report import format_table, load_results, summary, write_report
+
+    folder = Path(args.dir)
+    paths = [folder / "results.nc"] if (folder / "results.nc").exists() else []
+    paths += sorted(folder.glob("*/results.nc"))
+    if not paths:
+        raise ValueError(f"no results.nc in {folder} or its subfolders")
+    for path in paths:
+        ds = load_results(path)
+        print(f"\n{ds.attrs.get('pde')}: {path}")
+        print(format_table(summary(ds)))
+        print(f"report: {write_report(ds, path.parent)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``ardm-infer`` argument parser with all subcommands."""
     parser = argparse.ArgumentParser(
@@ -162,6 +238,40 @@ def build_parser() -> argparse.ArgumentParser:
         "--ship", action="store_true", help="copy the result into the package's checkpoints folder"
     )
     p.set_defaults(func=_cmd_train_controller)
+
+    p = sub.add_parser(
+        "bench",
+        help="run strategies x regimes and score them (default: the quick KS benchmark)",
+    )
+    p.add_argument("--preset", choices=["quick", "paper"], default="quick")
+    p.add_argument(
+        "--pde",
+        choices=["ks", "kolmogorov"],
+        default=None,
+        help="default: ks for quick, both for paper",
+    )
+    p.add_argument("--strategies", default=None, help="comma-separated names (default: all)")
+    p.add_argument(
+        "--regimes",
+        default=None,
+        help="'all' (default), preset names separated by commas, or specs separated by ';'",
+    )
+    p.add_argument("--horizon", type=int, default=None)
+    p.add_argument("--trajectories", type=int, default=None)
+    p.add_argument("--members", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="output folder (default results/bench-<preset>)")
+    p.add_argument("--resume", action="store_true", help="reuse finished cells in --out")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes")
+    p.add_argument("--executor", choices=["local", "ray"], default="local")
+    p.add_argument("--threads", type=int, default=None, help="torch threads per cell")
+    p.add_argument("--no-figures", action="store_true", help="skip the report and figures")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("report", help="rebuild the table, report and figures from saved results")
+    p.add_argument("dir", help="a bench output folder")
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("regimes", help="list the named observation regimes or parse a spec")
     p.add_argument("spec", nargs="?", default=None, help="a preset name or spec string")
