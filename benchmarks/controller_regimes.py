@@ -1,6 +1,6 @@
 """One controller across regimes vs one controller per regime (beyond arXiv 2510.06637).
 
-    python benchmarks/controller_regimes.py \
+    python benchmarks/controller_regimes.py
         --single runs/controller-ks-sparse/controller-ks.safetensors
         [--pde ks] [--trained-on sparse] [--trajectories N] [--horizon H] [--out DIR]
 
