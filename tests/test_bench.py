@@ -213,15 +213,17 @@ def test_killed_run_resumes_without_loss(tmp_path):
         "1",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if list((out / "cells").glob("*.nc")):
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, proc.stderr.read().decode()
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    log = tmp_path / "stderr.txt"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            if list((out / "cells").glob("*.nc")):
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, log.read_text()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
     saved = list((out / "cells").glob("*.nc"))
     assert 1 <= len(saved) < 6
     assert not (out / "results.nc").exists()
