@@ -92,7 +92,9 @@ def _cmd_train_controller(args: argparse.Namespace) -> int:
     changes = {}
     if args.steps is not None:
         changes["steps"] = args.steps
-    if args.regimes != "randomised":
+    if args.regimes in ("randomised", "presets"):
+        changes["regimes"] = args.regimes
+    elif args.regimes is not None:
         changes["regimes"] = parse_regime(args.regimes, pde=args.pde).spec()
     if changes:
         train_config = dataclasses.replace(train_config, **changes)
@@ -227,8 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="default", help="network/training preset (default, smoke)")
     p.add_argument(
         "--regimes",
-        default="randomised",
-        help="'randomised' (regimes drawn per window) or one regime (preset name or spec)",
+        default=None,
+        help="'randomised' (wide distribution drawn per chain), 'presets' (the six named "
+        "regimes drawn per chain) or one regime (preset name or spec); default: the preset's",
     )
     p.add_argument("--steps", type=int, default=None, help="override the number of steps")
     p.add_argument("--out", default=None, help="run folder")
