@@ -1,7 +1,7 @@
 """The amortised controller's claims, measured on held-out test trajectories.
 
     python benchmarks/controller_claims.py --pde ks|kolmogorov [--trajectories N]
-        [--long-trajectories N] [--out DIR] [--no-long]
+        [--long-trajectories N] [--long-members N] [--vc-frames N] [--out DIR] [--no-long]
 
 Runs :func:`ardm_infer.benchmark` (so every number here is also in ``results.nc``):
 
@@ -65,7 +65,9 @@ def long_horizon_figure(ds, path: Path) -> Path:
             alpha=0.4,
             label="observed frame",
         )
-        ax.set_title(f"KS, {regime}: {ds.sizes['trajectory']} trajectories, {MEMBERS} members")
+        ax.set_title(
+            f"KS, {regime}: {ds.sizes['trajectory']} trajectories, {ds.attrs['members']} members"
+        )
         ax.set_xlabel("frame after the context")
         ax.set_ylabel("RMSE of the ensemble mean (normalised units)")
         ax.set_ylim(bottom=0)
@@ -106,6 +108,7 @@ def main() -> None:
     parser.add_argument("--pde", choices=["ks", "kolmogorov"], default="ks")
     parser.add_argument("--trajectories", type=int, default=4)
     parser.add_argument("--long-trajectories", type=int, default=1)
+    parser.add_argument("--long-members", type=int, default=MEMBERS)
     parser.add_argument("--vc-frames", type=int, default=8)
     parser.add_argument("--controller", default=None, help="controller artifact (default shipped)")
     parser.add_argument("--seed", type=int, default=0)
@@ -151,7 +154,7 @@ def main() -> None:
             horizon=LONG[args.pde],
             trajectories=args.long_trajectories,
             out=out / "long",
-            **common,
+            **{**common, "members": args.long_members},
         )
         figure = long_horizon_figure(long, out / "long_horizon_rmse.png")
         blown = long.blow_up.any(("trajectory", "time")).to_series()
