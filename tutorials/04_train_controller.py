@@ -277,8 +277,9 @@ save(fig, "smc_proposals")
 # ## Where to go from here
 #
 # * KS and Kolmogorov: `controller_presets("ks")` holds the `"default"` configuration of
-#   the shipped controller (randomised regimes, Λ = 4, β = 0.1, w = 0.05) and a
-#   `"smoke"` one; `ardm-infer train-controller --pde ks` runs it with checkpoints and
-#   resume. The shipped controllers are used in tutorial 01 with `Config(controller="ks")`.
+#   the shipped controller (network, training regimes, Λ, β, w; its docstring explains
+#   the choices) and a `"smoke"` one; `ardm-infer train-controller --pde ks` runs it with
+#   checkpoints and resume. The shipped controllers are used in tutorial 01 with
+#   `Config(controller="ks")`.
 # * Tutorial 03 looks at the same quantities (KL, log-ratio, importance weights) from the
 #   stochastic-optimal-control side.
