@@ -441,6 +441,26 @@ def test_training_resumes_exactly_and_smoke_presets_run(tmp_path):
             tmp_path / "b",
             progress=False,
         )
+    # only the length may change on resume (extend / shorten); it is recorded in the card
+    longer = train_controller(
+        ardm,
+        frames.float(),
+        config,
+        dataclasses.replace(train, steps=5),
+        tmp_path / "b",
+        progress=False,
+    )
+    assert longer["step"] == 5
+    assert longer["network"].card["schedule_changes"] == [{"at_step": 4, "steps": [4, 5]}]
+    with pytest.raises(ValueError, match="beyond"):
+        train_controller(
+            ardm,
+            frames.float(),
+            config,
+            dataclasses.replace(train, steps=3),
+            tmp_path / "b",
+            progress=False,
+        )
     # the smoke presets build, fit their PDE's frames and train on a tiny random ARDM
     for pde, shape in (("ks", (1, 16)), ("kolmogorov", (1, 8, 8))):
         ccfg, tcfg = controller_presets(pde)["smoke"]

@@ -184,9 +184,9 @@ def bench_preset(name: str, pde: str) -> BenchPreset:
     ``quick`` is sized to run all six strategies on all six regimes of KS in under ten
     minutes on two CPU cores: 96 frames (the shipped KS ARDM's unguided error reaches the
     observation noise only after about 80 frames, so a shorter horizon cannot separate the
-    strategies), 2 trajectories, 6 members, vc with 2 L-BFGS iterations per window.  ``paper`` is the evaluation protocol of DESIGN.md §7
-    at the short horizon (KS 140, Kolmogorov 60 frames) with 8 trajectories and 16 members
-    and every strategy at its defaults.
+    strategies), 2 trajectories, 6 members, vc with 2 L-BFGS iterations per window.
+    ``paper`` is the evaluation protocol of DESIGN.md §7 at the short horizon (KS 140,
+    Kolmogorov 60 frames) with 8 trajectories and 16 members, every strategy at its defaults.
     """
     if pde not in _DIMS_SPACE:
         raise ValueError(f"unknown pde {pde!r}; expected 'ks' or 'kolmogorov'")

@@ -1097,6 +1097,19 @@ def train_controller(
     if resume and ckpt.exists():
         tensors, stored = _read_checkpoint(ckpt)
         differing = [key for key, v in identity.items() if stored.get(key) != v]
+        old_tc = dict(stored.get("training_config") or {})
+        if differing == ["training_config"] and {**old_tc, "steps": tc.steps} == tc.to_dict():
+            # Only the length differs: extend or shorten the run (the cosine schedule
+            # follows the new total from here on); recorded in the history.
+            if tc.steps < stored["step"]:
+                raise ValueError(
+                    f"checkpoint {ckpt} is at step {stored['step']}, beyond steps={tc.steps}"
+                )
+            stored.setdefault("schedule_changes", []).append(
+                {"at_step": stored["step"], "steps": [old_tc.get("steps"), tc.steps]}
+            )
+            stored["training_config"] = tc.to_dict()
+            differing = []
         if differing:
             raise ValueError(
                 f"checkpoint {ckpt} was written for a different run (differs in {differing}); "
@@ -1263,6 +1276,7 @@ def train_controller(
         "regimes": dist.to_dict(),
         "ardm": _ardm_identity(ardm),
         "steps_completed": state["step"],
+        "schedule_changes": state.get("schedule_changes", []),
         "final_train_objective": trained[-1]["train_objective"] if trained else None,
         "final_train_kl": trained[-1]["train_kl"] if trained else None,
         "final_val_objective": final["val_objective"],
