@@ -530,23 +530,23 @@ class ControllerTrainConfig:
 def controller_presets(pde: str) -> dict[str, tuple[ControllerConfig, ControllerTrainConfig]]:
     """Named (network, training) configurations for the shipped ARDM of ``pde``.
 
-    - ``"default"``: trained across randomised regimes (:meth:`RegimeDistribution.randomised`)
-      with Lambda = L = 4 for the default ARDM (k = 2, ``Schedule()`` with S = 16
-      sub-steps), on chains of mean length L / chain_reset frames (KS 128, Kolmogorov 32:
+    - ``"default"``: Lambda = L = 4 for the default ARDM (k = 2, ``Schedule()`` with S = 16
+      sub-steps), chains of mean length L / chain_reset frames (KS 128, Kolmogorov 32:
       about the time the unguided forecast needs to drift to an error of order sigma_y),
-      with beta = 0.1 and w = 0.05 (between the paper's beta = 0 plus arrival costs and the
+      beta = 0.1 and w = 0.05 (between the paper's beta = 0 plus arrival costs and the
       exact beta = 1: in a 60-step KS trial on the sparse regime beta = 1 learned only
       tiny controls (validation RMSE after 96 frames 0.096 -> 0.093) while beta = 0.1,
-      w = 0.05 reached 0.079 within 30 steps).  Sized from measured step times (torch 2.13,
-      float32, one thread on a shared 2-core machine, default-size denoisers): one step
-      (4-frame rollout with graph, backward through 64 denoiser calls per window, Adam)
-      takes 2.7-3.4 s for KS at 16 windows and 4.6-5.3 s for Kolmogorov at 4 windows
-      (the spread is the load of the shared machine), so 800 KS steps take 36-45 min and
-      450 Kolmogorov steps 35-40 min, plus about 5 % for
-      validation.  Per sub-step the controller costs 0.06x the denoiser's FLOPs (both
-      PDEs) and, in wall time at one thread, 0.13-0.22x (KS, batch 64-16; overhead-bound
-      small convolutions) and 0.09-0.11x (Kolmogorov); a whole ``controller`` run cost
-      1.22x ``forecast`` per frame on KS (dense, 16 members) and 1.06x on Kolmogorov.
+      w = 0.05 reached 0.079 within 30 steps).  Regimes: Kolmogorov draws from the wide
+      :meth:`RegimeDistribution.randomised` (450 steps); KS from
+      :meth:`RegimeDistribution.presets` (400 steps), because on the wide distribution the
+      densest, least noisy KS windows dominated the gradient and after 200 steps the
+      controller was no better than the forecast (see :meth:`RegimeDistribution.presets`).
+      Step times (torch 2.13, float32, one thread, idle core): 2.7-3.4 s for KS at 16
+      windows, 4.6-5.3 s for Kolmogorov at 4 windows; a loaded machine is 2-4x slower.
+      Per sub-step the controller costs 0.06x the denoiser's FLOPs (both PDEs) and, in
+      wall time at one thread, 0.13-0.22x (KS, batch 64-16; overhead-bound small
+      convolutions) and 0.09-0.11x (Kolmogorov).  The shipped controllers' cards record
+      what was actually run (both were stopped at 300 steps; see the README).
     - ``"smoke"``: a tiny net and a few steps, for tests and CI.
 
     Args:
