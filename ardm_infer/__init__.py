@@ -8,11 +8,12 @@ Public entry points:
 - :mod:`ardm_infer.metrics` — scoring functions shared by every strategy.
 - :mod:`ardm_infer.ardm` — the ARDM process, schedule and guided kernel.
 - :mod:`ardm_infer.guidance` — the seam between the ARDM and strategies.
+- :mod:`ardm_infer.soc` — SOC accounting: control energy, path weights, J, exact twin control.
 - :func:`load_ardm` — the shipped KS and Kolmogorov ARDMs.
 - :func:`assimilate` — run any registered strategy on a :class:`Problem`.
 """
 
-from . import dynamics, metrics, observe, strategies
+from . import dynamics, metrics, observe, soc, strategies
 from ._version import __version__, code_version
 from .ardm import ARDM, Schedule
 from .ardm.pretrained import load_ardm
@@ -46,5 +47,6 @@ __all__ = [
     "parse_regime",
     "preset",
     "rollout",
+    "soc",
     "strategies",
 ]
