@@ -257,3 +257,19 @@ def test_short_horizon_gappy_regime_is_a_clear_error(monkeypatch):
 def test_spec_is_a_dataclass_with_label():
     s = StrategySpec("a", "forecast")
     assert strategy_spec(s, "ks").config is not None
+
+
+def test_resume_recomputes_cells_of_other_checkpoints(tiny, monkeypatch):
+    """A retrained checkpoint (other sha256 in its card) never reuses old cells."""
+    import ardm_infer.bench.core as core
+
+    _, out = tiny
+    args = dict(strategies=["forecast", "enkf"], regimes=["sparse", "dense"], out=out)
+    assert benchmark("ks", resume=True, **args, **TINY).attrs["cells_reused"] == 4
+    real = core._artifact_hashes
+    monkeypatch.setattr(
+        core, "_artifact_hashes", lambda ardm, spec: {**real(ardm, spec), "ardm": "retrained"}
+    )
+    assert benchmark("ks", resume=True, **args, **TINY).attrs["cells_reused"] == 0
+    hashes = real("ks", strategy_spec("controller", "ks"))
+    assert hashes["ardm"] and hashes["controller"]

@@ -256,6 +256,29 @@ class CellTask:
         return f"{label}__{safe}__{self.key()}.nc"
 
 
+def _card_sha256(weights: Path) -> str | None:
+    card = weights.with_suffix(".json")
+    try:
+        return json.loads(card.read_text()).get("sha256")
+    except (OSError, ValueError):
+        return None
+
+
+def _artifact_hashes(ardm: str, spec: StrategySpec) -> dict[str, str | None]:
+    """sha256 (from the cards) of the ARDM and of a controller given by name or path."""
+    from ..ardm.pretrained import CHECKPOINT_DIR, SHIPPED, checkpoint_path
+
+    out = {"ardm": _card_sha256(checkpoint_path(ardm))}
+    controller = getattr(spec.config, "controller", None)
+    if spec.name == "controller" and isinstance(controller, str | Path):
+        if isinstance(controller, str) and controller in SHIPPED:
+            path = CHECKPOINT_DIR / f"controller-{controller}.safetensors"
+        else:
+            path = Path(controller)
+        out["controller"] = _card_sha256(path)
+    return out
+
+
 def derived_seed(*parts: Any) -> int:
     """A 63-bit seed from any parts (stable across processes and Python versions)."""
     digest = hashlib.sha256(repr(parts).encode()).digest()
@@ -463,6 +486,7 @@ def run_cell(task: CellTask) -> Any:
     ds = xr.Dataset(data_vars, coords=coords)
     ds.attrs["cell"] = json.dumps(task.description(), sort_keys=True)
     ds.attrs["key"] = task.key()
+    ds.attrs["artifacts"] = json.dumps(_artifact_hashes(task.ardm, task.spec), sort_keys=True)
     ds.attrs["code_version"] = code_version()
     ds.attrs["strategy_diagnostics"] = json.dumps(_small_diagnostics(result.diagnostics))
     return ds
@@ -506,6 +530,13 @@ def _read_cell(path: Path, task: CellTask) -> Any | None:
         print(f"cell file {path} unreadable ({err}); recomputing", file=sys.stderr)
         return None
     if ds.attrs.get("key") != task.key():
+        return None
+    artifacts = json.dumps(_artifact_hashes(task.ardm, task.spec), sort_keys=True)
+    if ds.attrs.get("artifacts") != artifacts:
+        print(
+            f"{path.name} was computed with other checkpoints (sha256 differs); recomputing",
+            file=sys.stderr,
+        )
         return None
     if ds.attrs.get("code_version") != code_version():
         warnings.warn(
