@@ -255,7 +255,7 @@ def test_format_and_markdown_tables():
     body = [ln for ln in lines if ln.startswith(("dense", "sparse"))]
     assert len(body) == 6
     dps_dense = next(ln for ln in body if re.match(r"dense\s+dps\s", ln))
-    assert "0.20 ± 0.25*" in dps_dense  # hw = t(2) · 0.1 / sqrt(3) = 0.248
+    assert "0.200 ± 0.248*" in dps_dense  # hw = t(2) · 0.1 / sqrt(3) = 0.248; 3 digits of 0.2
     assert len({len(ln) for ln in lines[:2]}) == 1  # header and rule aligned
     md = markdown_table(df)
     md_lines = md.splitlines()

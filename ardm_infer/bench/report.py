@@ -373,11 +373,15 @@ def _num(value: float, digits: int = 3) -> str:
 
 
 def _pm(value: float, hw: float) -> str:
-    """``value ± half-width``, both to the decimals of the half-width's 2 significant digits
-    (at most 6); the value alone (4 significant digits) when the half-width is NaN or 0."""
+    """``value ± half-width`` with the decimals of the half-width's 2 significant digits or
+    of the value's 3, whichever is finer (at most 6: strategies are compared on their means,
+    which a wide interval over few trajectories must not round away); the value alone (4
+    significant digits) when the half-width is NaN or 0."""
     if not (math.isfinite(value) and math.isfinite(hw) and hw > 0):
         return _num(value, 4)
-    decimals = min(max(1 - math.floor(math.log10(hw)), 0), 6)
+    by_hw = 1 - math.floor(math.log10(hw))
+    by_value = 2 - math.floor(math.log10(abs(value))) if value != 0 else 0
+    decimals = min(max(by_hw, by_value, 0), 6)
     return f"{value:.{decimals}f} ± {hw:.{decimals}f}"
 
 
