@@ -32,7 +32,7 @@ def test_tutorial_runs_in_smoke_mode(path, tmp_path):
         env=env,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=1800,
     )
     assert proc.returncode == 0, (
         f"{path.name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
