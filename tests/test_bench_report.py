@@ -261,7 +261,7 @@ def test_format_and_markdown_tables():
     md_lines = md.splitlines()
     assert md_lines[0].startswith("| regime | strategy |")
     assert len(md_lines) == 2 + 6
-    assert "**0.20 ± 0.25**" in md
+    assert "**0.200 ± 0.248**" in md
     diag = markdown_table(df, "diagnostics")
     assert "peak mem (MiB)" in diag and "| 100 | 20 | 16.0 |" in diag
     with pytest.raises(ValueError):
