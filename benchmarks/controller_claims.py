@@ -52,9 +52,19 @@ def long_horizon_figure(ds, path: Path) -> Path:
     fig, axes = plt.subplots(1, len(regimes), figsize=(5.5 * len(regimes), 3.8), squeeze=False)
     colours = {"forecast": "0.45", "controller": "tab:red", "dps": "tab:blue"}
     for ax, regime in zip(axes[0], regimes, strict=True):
+        # Scale to the unguided forecast: a diverging strategy is clipped and labelled.
+        top = 1.6 * float(ds.rmse.sel(strategy="forecast", regime=regime).max())
         for strategy in ds.strategy.values:
             r = ds.rmse.sel(strategy=strategy, regime=regime).mean("trajectory")
-            ax.plot(ds.time, r, label=str(strategy), color=colours.get(str(strategy)), lw=1.4)
+            label = str(strategy)
+            if (
+                bool(ds.blow_up.sel(strategy=strategy, regime=regime).any())
+                or float(r.max()) > 3 * top
+            ):
+                first = int(ds.time.values[np.argmax(r.values > top)])
+                label += f" (diverges from frame {first}; clipped)"
+            ax.plot(ds.time, r.clip(max=top), label=label, color=colours.get(str(strategy)), lw=1.4)
+        ax.set_ylim(0, top)
         observed = ds.observed.sel(regime=regime).values
         ax.plot(
             ds.time.values[observed],
@@ -66,13 +76,12 @@ def long_horizon_figure(ds, path: Path) -> Path:
             label="observed frame",
         )
         ax.set_title(
-            f"KS, {regime}: {ds.sizes['trajectory']} trajectories, {ds.attrs['members']} members"
+            f"KS, {regime}: {ds.sizes['trajectory']} trajectory(ies), {ds.attrs['members']} members"
         )
         ax.set_xlabel("frame after the context")
         ax.set_ylabel("RMSE of the ensemble mean (normalised units)")
-        ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(loc="upper left", frameon=False)
+        ax.legend(loc="lower right", frameon=True, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
