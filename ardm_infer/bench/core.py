@@ -538,12 +538,6 @@ def _read_cell(path: Path, task: CellTask) -> Any | None:
             file=sys.stderr,
         )
         return None
-    if ds.attrs.get("code_version") != code_version():
-        warnings.warn(
-            f"{path.name} was computed by code version {ds.attrs.get('code_version')}, "
-            f"this is {code_version()}; reusing it (delete it to recompute)",
-            stacklevel=3,
-        )
     return ds
 
 
@@ -775,6 +769,20 @@ def benchmark(
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.json").write_text(json.dumps(run_config, indent=2) + "\n")
     done_before = len(tasks) - len(todo)
+    older = sorted(
+        {
+            str(r.attrs.get("code_version"))
+            for r in results
+            if r is not None and r.attrs.get("code_version") != code_version()
+        }
+    )
+    if older:
+        warnings.warn(
+            f"reusing {done_before} finished cells, some computed by code version(s) "
+            f"{', '.join(older)} (this is {code_version()}); delete {out_dir}/cells to "
+            "recompute them",
+            stacklevel=2,
+        )
     bar = tqdm(
         total=len(tasks),
         initial=done_before,
