@@ -297,16 +297,16 @@ print(figures.plot_rank_histograms(ds, OUT))
 
 # %% [markdown]
 # Reading the KS results: all strategies start from the true context, and the ARDM's
-# forecast error needs of the order of 80 frames to reach σ_y, so over short horizons
-# every ensemble is close to the forecast (whose sampler was tuned to SSR ≈ 1 over the
-# first 50 frames of the validation split; over the first few frames it is
-# over-dispersed, as the smoke run shows). Over the full 100 frames the points of every
+# forecast error grows from about 10⁻³ to a few 10⁻² over the first hundred frames, so
+# over short horizons every ensemble is close to the forecast (whose sampler was tuned to
+# SSR ≈ 1 over the first 50 frames of the validation split; over the first few frames it
+# is over-dispersed, as the smoke run shows). Over the full 100 frames the points of every
 # strategy drift below the 1:1 line of `spread_skill.png`: as errors grow, the ARDM
 # ensemble becomes over-confident. Assimilation changes by how much. The EnKF, whose
 # analysis resets the spread to that of a Gaussian update, stays closest to calibrated;
 # the particle filter, its 16 particles collapsing onto a few ancestors, falls furthest;
-# DPS with its default step sits on top of the forecast, because its controls are tiny
-# for a model this sure of its next frame (tutorial 02). `rank_histograms.png` pools all
+# DPS with its default step sits on top of the forecast, because its controls are tiny for
+# a model this sure of its next frame (tutorial 02). `rank_histograms.png` pools all
 # frames and points: mild U shapes for every strategy, strongest for SMC. It weighs the
 # early frames, where all ensembles are alike, as much as the late ones, so it need not
 # order the strategies as the late spread–skill points do. Both figures pool points that
