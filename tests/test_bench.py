@@ -273,3 +273,17 @@ def test_resume_recomputes_cells_of_other_checkpoints(tiny, monkeypatch):
     assert benchmark("ks", resume=True, **args, **TINY).attrs["cells_reused"] == 0
     hashes = real("ks", strategy_spec("controller", "ks"))
     assert hashes["ardm"] and hashes["controller"]
+
+
+def test_names_survive_a_round_trip_through_cell_files(tmp_path):
+    """Regime names of different lengths, combined from cell files, are written unclipped."""
+    from ardm_infer.bench.report import load_results
+
+    args = dict(strategies=["forecast"], regimes=["dense", "dense-gappy"], out=tmp_path)
+    tiny = {**TINY, "horizon": 8}
+    benchmark("ks", **args, **tiny)
+    again = benchmark("ks", resume=True, **args, **tiny)
+    assert again.attrs["cells_reused"] == 2
+    on_disk = load_results(tmp_path / "results.nc")
+    assert list(on_disk.regime.values) == ["dense", "dense-gappy"]
+    assert list(on_disk.strategy.values) == ["forecast"]

@@ -621,9 +621,12 @@ def combine_cells(cells: Sequence[Any], labels: Sequence[str], regimes: Sequence
         compat="equals",
         join="outer",
     )
-    return xr.merge(
+    merged = xr.merge(
         [grid, regime_part, first[shared]], compat="override", join="outer", combine_attrs="drop"
     )
+    # Encodings read from cell files (e.g. a fixed string width '<U5' of one regime name)
+    # must not be applied to the combined variables: they would truncate names on writing.
+    return merged.drop_encoding()
 
 
 # ----------------------------------------------------------------------------- the driver
