@@ -18,7 +18,7 @@ mkdir -p "$OUT" paper/figures
 
 # Claims 1-3: accuracy vs forecast and dps on six regimes, cost, long-horizon stability.
 $PY benchmarks/controller_claims.py --pde ks --trajectories "$KS_TRAJ" \
-  --long-trajectories "$LONG_TRAJ" --long-members 8 --out "$OUT/claims_ks" | tee "$OUT/claims_ks.txt"
+  --long-trajectories "$LONG_TRAJ" --long-members 4 --out "$OUT/claims_ks" | tee "$OUT/claims_ks.txt"
 $PY benchmarks/controller_claims.py --pde kolmogorov --trajectories "$KOL_TRAJ" --vc-frames 4 \
   --out "$OUT/claims_kolmogorov" | tee "$OUT/claims_kolmogorov.txt"
 
