@@ -31,7 +31,7 @@
 # **Sizes.** With `ARDM_INFER_SMOKE=1` everything is tiny (a few frames) so that CI can
 # execute the notebook in about a minute; the numbers are then *not* a comparison of the
 # methods (see the remark at the end of section 3). Without it the notebook assimilates
-# 100 frames, which takes roughly 10 minutes on a laptop CPU, most of it in `vc`.
+# 100 frames, which takes 10–15 minutes on one laptop CPU core, most of it in `vc`.
 
 # %%
 import os
