@@ -21,7 +21,7 @@
 # filter on the linear-Gaussian twin, and benchmarks it on Kuramoto–Sivashinsky (KS).
 #
 # Sizes: `ARDM_INFER_SMOKE=1` runs tiny problems (CI); the default benchmark assimilates
-# 80 KS frames, a few minutes on a laptop CPU.
+# 80 KS frames, about 5 minutes on one laptop CPU core.
 
 # %%
 import dataclasses

@@ -36,7 +36,7 @@
 #   the randomised PIT, binned into N + 1 bins.
 #
 # Sizes: `ARDM_INFER_SMOKE=1` runs tiny problems (CI); the default runs 30 twin frames and
-# 100 KS frames, a few minutes on a laptop CPU.
+# 100 KS frames, 5–10 minutes on one laptop CPU core.
 
 # %%
 import math
