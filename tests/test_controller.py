@@ -524,7 +524,8 @@ def test_strategy_refuses_missing_controller_and_deterministic_sampler(twin_setu
 
 
 def test_controller_proposal_in_smc(trained, twin_setup):
-    pytest.importorskip("ardm_infer.strategies.smc")
+    import ardm_infer.strategies.smc  # noqa: F401  (the proposal needs smc registered)
+
     _, ardm, result = trained
     _, _, problem = twin_setup
     zero = build_controller(ControllerConfig(dims=1, channels=1, context_frames=1, preview=1))

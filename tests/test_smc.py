@@ -562,3 +562,11 @@ def test_effective_sample_size():
     torch.testing.assert_close(effective_sample_size(uniform), torch.tensor([10.0]).double())
     one = torch.tensor([[0.0], [-math.inf], [-math.inf]], dtype=torch.float64)
     torch.testing.assert_close(effective_sample_size(one), torch.tensor([1.0]).double())
+
+
+def test_guided_strategies_name_themselves_on_a_deterministic_sampler(twin, ardm):
+    problem = twin_problem(twin, trajectories=1, horizon=2, seed=22)
+    ddim = ardm.with_schedule(Schedule(substeps=4, sigma_max=50.0, eta=0.0))
+    for name in ("dps", "vc"):
+        with pytest.raises(DeterministicSamplerError, match=name):
+            assimilate(ddim, problem, name, members=2, generator=torch.Generator().manual_seed(0))

@@ -185,7 +185,7 @@ def bench_preset(name: str, pde: str) -> BenchPreset:
     minutes on two CPU cores: 64 frames, 2 trajectories, 4 members, vc with one L-BFGS
     iteration per 2-frame window (at its defaults vc alone costs ~12x the forecast per
     frame).  It is a smoke-level comparison: the shipped KS ARDM's unguided error reaches
-    the observation noise only after about 80 frames, so at 64 frames the strategies differ
+    the observation noise only after about 120 frames, so at 64 frames the strategies differ
     little; the claims are measured by ``benchmarks/controller_claims.py`` and ``paper``.
     ``paper`` is the evaluation protocol of DESIGN.md §7 at the short horizon (KS 140,
     Kolmogorov 60 frames) with 8 trajectories and 16 members, every strategy at its defaults.

@@ -18,7 +18,7 @@ amortised counterpart.
 
 Chains: truncated backpropagation through long assimilation runs.  At inference the
 controller acts on contexts that are the model's *own* earlier frames, which drift away
-from the truth (for the KS ARDM the unguided forecast needs about 80 frames to reach an
+from the truth (for the KS ARDM the unguided forecast needs about 120 frames to reach an
 error of 0.1, i.e. sigma_y); windows that always start from the true context would never
 show it that situation (over 4 frames from the truth the forecast error is ~0.006, far
 below the observation noise, so there is nothing to correct).  The B windows of a step are

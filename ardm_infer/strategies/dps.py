@@ -126,6 +126,7 @@ class DPS:
     ) -> StrategyState:
         if not hasattr(process, "step_frame"):
             raise ValueError("dps differentiates through a denoiser: it needs an ARDM process")
+        process.schedule.require_stochastic("dps")
         return StrategyState(window=initial_window(problem, members, process.context_length))
 
     def step(
