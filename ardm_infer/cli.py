@@ -100,8 +100,17 @@ def _cmd_train_controller(args: argparse.Namespace) -> int:
         train_config = dataclasses.replace(train_config, **changes)
     out = Path(args.out or f"runs/controller-{args.pde}-{args.preset}")
     result = train_controller(
-        ardm, dataset, network_config, train_config, out, resume=not args.no_resume
+        ardm,
+        dataset,
+        network_config,
+        train_config,
+        out,
+        resume=not args.no_resume,
+        stop_after=args.stop_after,
     )
+    if not result["completed"]:
+        print(f"stopped at step {result['step']}; checkpoint in {out} (rerun to continue)")
+        return 0
     print(f"controller: {result['weights_path']} (card {result['card_path']})")
     if args.ship:
         CHECKPOINT_DIR.mkdir(parents=True, exist_ok=True)
@@ -234,6 +243,13 @@ def build_parser() -> argparse.ArgumentParser:
         "regimes drawn per chain) or one regime (preset name or spec); default: the preset's",
     )
     p.add_argument("--steps", type=int, default=None, help="override the number of steps")
+    p.add_argument(
+        "--stop-after",
+        type=int,
+        default=None,
+        help="checkpoint and stop after this many steps (resume later, or finish early with "
+        "--steps equal to it)",
+    )
     p.add_argument("--out", default=None, help="run folder")
     p.add_argument("--cache-dir", default=None, help="data cache root")
     p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")

@@ -12,7 +12,7 @@ PY=${PY:-.venv/bin/python}
 KS_TRAJ=${KS_TRAJ:-2}
 KOL_TRAJ=${KOL_TRAJ:-1}
 LONG_TRAJ=${LONG_TRAJ:-1}
-REGIME_TRAJ=${REGIME_TRAJ:-2}
+REGIME_TRAJ=${REGIME_TRAJ:-1}
 OUT=results/paper
 mkdir -p "$OUT" paper/figures
 
@@ -23,11 +23,13 @@ $PY benchmarks/controller_claims.py --pde kolmogorov --trajectories "$KOL_TRAJ" 
   --out "$OUT/claims_kolmogorov" | tee "$OUT/claims_kolmogorov.txt"
 
 # Beyond the paper: one controller across regimes vs one trained on a single regime.
-if [ ! -f runs/controller-ks-sparse/controller-ks.safetensors ]; then
-  OMP_NUM_THREADS=1 .venv/bin/ardm-infer train-controller --pde ks --regimes sparse \
-    --out runs/controller-ks-sparse
+# Same budget as the shipped KS controller: the 400-step preset schedule stopped at 300.
+SINGLE=runs/controller-ks-sparse300
+if [ ! -f "$SINGLE/controller-ks.safetensors" ]; then
+  .venv/bin/ardm-infer train-controller --pde ks --regimes sparse --out "$SINGLE" --stop-after 300
+  .venv/bin/ardm-infer train-controller --pde ks --regimes sparse --out "$SINGLE" --steps 300
 fi
-$PY benchmarks/controller_regimes.py --single runs/controller-ks-sparse/controller-ks.safetensors \
+$PY benchmarks/controller_regimes.py --single "$SINGLE/controller-ks.safetensors" \
   --trajectories "$REGIME_TRAJ" --out "$OUT/regimes_ks" | tee "$OUT/regimes_ks.txt"
 
 # Tables and figures of each run (report.md + figures/).
