@@ -550,3 +550,19 @@ def test_controller_proposal_in_smc(trained, twin_setup):
     )
     assert torch.isfinite(trained_run.ensemble).all()
     assert float(torch.stack(trained_run.diagnostics["kl"]).mean()) > 0
+
+
+def test_cli_trains_in_slices_and_finishes_early(tmp_path, capsys):
+    """``--stop-after`` checkpoints and stops; ``--steps`` equal to it finishes the run."""
+    from ardm_infer.cli import main
+
+    args = ["train-controller", "--pde", "ks", "--preset", "smoke", "--out", str(tmp_path)]
+    assert main([*args, "--stop-after", "2"]) == 0
+    assert "stopped at step 2" in capsys.readouterr().out
+    assert not (tmp_path / "controller-ks.safetensors").exists()
+    assert main([*args, "--steps", "2", "--regimes", "presets"]) == 2  # another run: refused
+    assert main([*args, "--steps", "2"]) == 0
+    assert (tmp_path / "controller-ks.safetensors").exists()
+    card = json.loads((tmp_path / "controller-ks.json").read_text())
+    assert card["steps_completed"] == 2
+    assert card["schedule_changes"] == [{"at_step": 2, "steps": [6, 2]}]
