@@ -257,6 +257,17 @@ def get_strategy(name: str) -> Strategy:
         ) from None
 
 
+def require_guided_ardm(process: Process, who: str, why: str) -> None:
+    """The check shared by strategies that steer sub-steps (dps, vc, controller).
+
+    Raises ``ValueError`` (``who`` + ``why``) for a process without denoising sub-steps and
+    :class:`~ardm_infer.ardm.DeterministicSamplerError` for an eta = 0 sampler.
+    """
+    if not hasattr(process, "step_frame"):
+        raise ValueError(f"{who} {why}: it needs an ARDM process")
+    process.schedule.require_stochastic(who)
+
+
 def initial_window(problem: Problem, members: int, k: int) -> torch.Tensor:
     """Context repeated over members, ``(members, trajectories, k, C, *space)``."""
     ctx = problem.context

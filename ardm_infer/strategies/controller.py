@@ -33,7 +33,7 @@ from ..controller.network import Controller, ControllerGuidance
 from ..controller.preview import preview_window
 from ..controller.training import load_controller
 from ..process import Process
-from .base import Problem, StrategyState, initial_window, propagate, register
+from .base import Problem, StrategyState, initial_window, propagate, register, require_guided_ardm
 
 __all__ = ["ControllerStrategy", "controller_proposal", "resolve_controller"]
 
@@ -136,9 +136,7 @@ class ControllerStrategy:
         config: Config,
         generator: torch.Generator,
     ) -> StrategyState:
-        if not hasattr(process, "step_frame"):
-            raise ValueError("controller steers denoising sub-steps: it needs an ARDM process")
-        process.schedule.require_stochastic("controller")
+        require_guided_ardm(process, "controller", "steers denoising sub-steps")
         network = resolve_controller(config.controller, problem.context.device)
         _check_fits(network, process)
         state = StrategyState(window=initial_window(problem, members, process.context_length))

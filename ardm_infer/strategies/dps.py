@@ -31,7 +31,15 @@ import torch
 from ..guidance import SubStepState
 from ..observe import log_likelihood
 from ..process import Process
-from .base import Problem, StrategyState, initial_window, propagate, register, tile_members
+from .base import (
+    Problem,
+    StrategyState,
+    initial_window,
+    propagate,
+    register,
+    require_guided_ardm,
+    tile_members,
+)
 
 
 class DPSGuidance:
@@ -124,9 +132,7 @@ class DPS:
         config: Config,
         generator: torch.Generator,
     ) -> StrategyState:
-        if not hasattr(process, "step_frame"):
-            raise ValueError("dps differentiates through a denoiser: it needs an ARDM process")
-        process.schedule.require_stochastic("dps")
+        require_guided_ardm(process, "dps", "differentiates through a denoiser")
         return StrategyState(window=initial_window(problem, members, process.context_length))
 
     def step(

@@ -25,7 +25,16 @@ import torch
 from ..guidance import SubStepState
 from ..observe import observation_cost
 from ..process import Process
-from .base import Problem, StrategyState, flat, initial_window, register, tile_members, unflat
+from .base import (
+    Problem,
+    StrategyState,
+    flat,
+    initial_window,
+    register,
+    require_guided_ardm,
+    tile_members,
+    unflat,
+)
 
 
 class _WindowControls:
@@ -100,9 +109,7 @@ class VariationalControl:
         config: Config,
         generator: torch.Generator,
     ) -> StrategyState:
-        if not hasattr(process, "step_frame"):
-            raise ValueError("vc optimises sub-step controls: it needs an ARDM process")
-        process.schedule.require_stochastic("vc")
+        require_guided_ardm(process, "vc", "optimises sub-step controls")
         state = StrategyState(window=initial_window(problem, members, process.context_length))
         state.diagnostics.update(iterations=[], objective=[], kl=[])
         return state
