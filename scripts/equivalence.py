@@ -23,9 +23,9 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from safetensors.torch import load_file, save_file  # noqa: E402
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
 
 VOLATILE = {"wall_seconds", "ms_per_frame", "peak_memory_bytes"}
 
