@@ -1,4 +1,4 @@
-"""The guidance seam: the only thing the ARDM knows about inference (DESIGN.md §3).
+"""The guidance seam: the only thing the ARDM knows about inference (docs/design.md §3).
 
 At every denoising sub-step the sampler hands a :class:`SubStepState` to the guidance, which
 returns the control u_s to add to the sampler's mean (or ``None`` for no control):

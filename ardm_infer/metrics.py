@@ -1,4 +1,4 @@
-"""Scoring: the one canonical definition of every evaluation metric (DESIGN.md §7).
+"""Scoring: the one canonical definition of every evaluation metric (docs/design.md §7).
 
 Every function is pure torch, batched (no Python loop over members or grid points),
 device-agnostic (outputs live on the device of the inputs) and keeps the input dtype.
@@ -763,7 +763,7 @@ def high_correlation_time(
             ``(members, time, channels, *space)``.
         time_dim: time axis of the broadcast shape (a negative index is convenient
             when the ranks differ, e.g. ``-3`` for ``(..., time, channels, x)``).
-        threshold: correlation threshold (0.8 in the protocol, DESIGN.md §7).
+        threshold: correlation threshold (0.8 in the protocol, docs/design.md §7).
         dt: time between frames.
 
     Returns:

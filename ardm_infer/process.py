@@ -2,7 +2,7 @@
 
 Numerical dynamics (KS, Kolmogorov, Lorenz-96, the linear-Gaussian twin) and the ARDM
 are all processes, so that ``forecast``, ``smc`` and ``enkf`` run on each of them
-(DESIGN.md §3).  A process maps the last ``context_length`` frames to the next frame.
+(docs/design.md §3).  A process maps the last ``context_length`` frames to the next frame.
 
 Shapes: ``frame_shape = (channels, *space)``; a batch of contexts is
 ``(batch, context_length, channels, *space)`` and one step returns

@@ -1,4 +1,4 @@
-"""Stochastic-optimal-control (SOC) accounting of guided ARDM rollouts (DESIGN.md §2).
+"""Stochastic-optimal-control (SOC) accounting of guided ARDM rollouts (docs/design.md §2).
 
 One controlled sub-step s (S..1) of a physical frame is
 
@@ -29,7 +29,7 @@ exact J-optimal mean-shift control (the Gaussian h-transform, an LQ problem solv
 backward Riccati recursion), the exact moments and objective of the controlled chain, and
 the Kalman posterior and evidence to compare with.
 
-Shapes follow DESIGN.md §4: frames ``(batch, channels, *space)``, a rollout
+Shapes follow docs/design.md §4: frames ``(batch, channels, *space)``, a rollout
 ``(batch, time, channels, *space)``, per-path scalars ``(batch,)``.  The batch of a guided
 rollout holds independent draws of the path (members x trajectories, flattened).
 """
@@ -398,7 +398,7 @@ def control_objective(
     beta: float = 1.0,
     arrival_weight: float | Sequence[float] = 0.0,
 ) -> torch.Tensor:
-    """The single-path control objective whose Q^u-mean is J(u) (DESIGN.md §2).
+    """The single-path control objective whose Q^u-mean is J(u) (docs/design.md §2).
 
         J_path = sum_j l(y_j, x_j) + sum_{j,s} w_s l(y_j, x0_hat_{j,s}) + beta sum_j KL_j,
 

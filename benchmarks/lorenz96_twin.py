@@ -1,6 +1,6 @@
 """The Sakov & Oke (2008) Lorenz-96 twin experiment, run through ``assimilate``.
 
-Set-up (DESIGN.md §5): Lorenz-96 with 40 variables and F = 8, RK4 with dt = 0.05, one
+Set-up (docs/design.md §5): Lorenz-96 with 40 variables and F = 8, RK4 with dt = 0.05, one
 analysis every 0.05 time units; every variable is observed every cycle with sigma_y = 1
 (regime spec ``"full, every=1, sigma=1"``).  The truth starts from a state spun up for
 ``--spin-up`` steps (on the attractor); the strategies are given that initial state only to
@@ -11,7 +11,7 @@ would coincide).  The first ``--burn-in`` cycles (default 500) are discarded; th
 RMSE ``sqrt(mean_i (mean_members x_i - truth_i)^2)`` is averaged over the next ``--cycles``
 cycles (default 1000).
 
-Published values (Sakov & Oke 2008; DESIGN.md §5): about 0.18 for a square-root filter with
+Published values (Sakov & Oke 2008; docs/design.md §5): about 0.18 for a square-root filter with
 ~24 members and small inflation, about 0.22 for the perturbed-obs EnKF with 40 members and
 inflation 1.06.  Targets here: ``etkf`` <= 0.20, ``enkf-perturbed`` <= 0.25.  The ``letkf``
 line (10 members, Gaspari-Cohn half-width 5 grid points) shows localisation at work: without

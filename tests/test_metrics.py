@@ -1,6 +1,6 @@
 """Tests for ardm_infer.metrics: peer cross-checks, closed forms, Monte-Carlo calibration.
 
-Statistical assertions state their tolerance from the Monte-Carlo error (DESIGN.md §5):
+Statistical assertions state their tolerance from the Monte-Carlo error (docs/design.md §5):
 ``Z_SIGMA`` standard errors, or a hypothesis test at level ``ALPHA`` with a fixed seed.
 """
 

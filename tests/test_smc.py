@@ -241,7 +241,7 @@ def test_guided_proposal_gives_the_same_posterior_with_better_ess(twin, ardm, sa
 
 
 def test_dps_proposal_composes_through_config(ardm, sampler_twin):
-    """DESIGN.md §1: "SMC with a DPS proposal" is plain Config; the weights make it exact."""
+    """docs/design.md §1: "SMC with a DPS proposal" is plain Config; the weights make it exact."""
     members = 2000
     problem = twin_problem(sampler_twin, trajectories=4, horizon=4, seed=2)
 

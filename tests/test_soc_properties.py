@@ -1,4 +1,4 @@
-"""Property suite for stochastic-optimal-control consistency (DESIGN.md §2, §5; issue 7).
+"""Property suite for stochastic-optimal-control consistency (docs/design.md §2, §5; issue 7).
 
 Every test is a hypothesis property over random shapes, seeds, noise levels, sub-step
 counts, control fields and regimes, each example cheap.  Exact identities are checked to

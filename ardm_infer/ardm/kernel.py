@@ -1,6 +1,6 @@
 """The guided stochastic sub-step: the seam between the ARDM and every strategy.
 
-One sub-step (DESIGN.md §2):
+One sub-step (docs/design.md §2):
 
     x0_hat = D(z_s, sigma_s, c)
     m      = x0_hat + c_s (z_s - x0_hat)

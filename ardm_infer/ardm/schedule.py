@@ -11,7 +11,7 @@ output level.  The sub-step s maps z_s (level sigma_s) to z_{s-1} (level sigma_{
 
 eta = 1 is the ancestral (DDPM) posterior q(z_{s-1} | z_s, x0 = x0_hat); 0 < eta < 1 is the
 stochastic DDIM family (Song et al. 2021); eta = 0 is deterministic DDIM, for which the KL and
-importance weights of DESIGN.md §2 are undefined.
+importance weights of docs/design.md §2 are undefined.
 
 So that every sub-step is stochastic, the last level sigma_0 = ``sigma_out`` is small but
 positive; the frame emitted by the sampler is z_0.

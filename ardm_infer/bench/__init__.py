@@ -1,4 +1,4 @@
-"""The benchmark: one call runs strategies × regimes and scores them (DESIGN.md §7).
+"""The benchmark: one call runs strategies × regimes and scores them (docs/design.md §7).
 
 - :func:`benchmark` — run a grid of (strategy, regime) cells; returns an ``xarray.Dataset``.
 - :func:`bench_preset` — the ``quick`` and ``paper`` sizes.

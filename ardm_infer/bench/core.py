@@ -1,4 +1,4 @@
-"""The one-call benchmark: every strategy on every regime, scored the same way (DESIGN.md §7).
+"""The one-call benchmark: every strategy on every regime, scored the same way (docs/design.md §7).
 
 :func:`benchmark` runs a grid of *cells*, one per (strategy, regime), on held-out test
 trajectories of a PDE with a trained ARDM, and returns an :class:`xarray.Dataset`:
@@ -187,7 +187,7 @@ def bench_preset(name: str, pde: str) -> BenchPreset:
     frame).  It is a smoke-level comparison: the shipped KS ARDM's unguided error reaches
     the observation noise only after about 120 frames, so at 64 frames the strategies differ
     little; the claims are measured by ``benchmarks/controller_claims.py`` and ``paper``.
-    ``paper`` is the evaluation protocol of DESIGN.md §7 at the short horizon (KS 140,
+    ``paper`` is the evaluation protocol of docs/design.md §7 at the short horizon (KS 140,
     Kolmogorov 60 frames) with 8 trajectories and 16 members, every strategy at its defaults.
     """
     if pde not in _DIMS_SPACE:

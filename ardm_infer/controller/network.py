@@ -1,6 +1,6 @@
 """The amortised controller of CA-ARDM (arXiv 2510.06637) and its guidance.
 
-Control parameterisation (DESIGN.md §2).  At sub-step s of physical step t the controlled
+Control parameterisation (docs/design.md §2).  At sub-step s of physical step t the controlled
 kernel is
 
     z_{s-1} = m(z_s, s, c) + u_s + tau_s xi,        u_s = tau_s f_psi(inputs),

@@ -7,7 +7,7 @@ conditioned on.  The controller of that step sees every observation of the windo
     frames t, t + 1, ..., t + Lambda - 1     (physical times (t_phys, t_phys + Lambda]),
 
 as triplets (y_j lifted to the full grid with zeros where unobserved, mask M_j, offset
-j - t_phys in 1..Lambda) -- DESIGN.md §2, "Preview buffer".  Frames beyond the horizon and
+j - t_phys in 1..Lambda) -- docs/design.md §2, "Preview buffer".  Frames beyond the horizon and
 unobserved points carry mask 0 and y 0.  Nothing beyond the window is ever read: the tensors
 below are built from ``observation[:, t : t + Lambda]`` only, so inference stays causal in
 the sense of the paper (a fixed, finite look-ahead of Lambda frames).

@@ -1,6 +1,6 @@
 """Offline training of the amortised controller (CA-ARDM, arXiv 2510.06637), artifacts.
 
-Objective (DESIGN.md §2).  A training window is L consecutive frames x_1..x_L of a
+Objective (docs/design.md §2).  A training window is L consecutive frames x_1..x_L of a
 (normalised) training trajectory, observed through that window's regime,
 y_j = M_j (x_j + sigma_y xi_j).  The frozen ARDM is rolled over the L frames with the
 controller active (the preview of frame j holds the window's frames j..j+Lambda-1, zero past
@@ -198,7 +198,7 @@ class RegimeDistribution:
         Kolmogorov 64x64: 2..16), random fractions log-uniform in
         ``[max(1.5 / n_points, 0.005), 0.1]``, ``every`` in {1, 2, 4, 8}, sigma_y
         log-uniform in [0.05, 0.5], random stride phase: it covers the six presets of
-        DESIGN.md §6 (strides 4, 16 / 8; 2 %; every 1, 8; sigma_y 0.1) as interior points.
+        docs/design.md §6 (strides 4, 16 / 8; 2 %; every 1, 8; sigma_y 0.1) as interior points.
         """
         space = tuple(frame_shape[1:])
         n_points = math.prod(space)
@@ -218,7 +218,7 @@ class RegimeDistribution:
 
     @classmethod
     def presets(cls, pde: str) -> RegimeDistribution:
-        """The six named regimes of DESIGN.md §6 as one distribution (``pde`` "ks" or
+        """The six named regimes of docs/design.md §6 as one distribution (``pde`` "ks" or
         "kolmogorov"): dense or sparse stride, or a 2 % random fraction (each with
         probability 1/3), ``every`` 1 or 8, sigma_y 0.1, random stride phase.
 

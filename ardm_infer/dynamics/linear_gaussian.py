@@ -1,6 +1,6 @@
 """The linear-Gaussian twin: x_{t+1} = A x_t + N(0, Q), observed as y_t = M_t (x_t + noise).
 
-It is the exact oracle of the library (DESIGN.md §5): the filtering posterior is Gaussian and
+It is the exact oracle of the library (docs/design.md §5): the filtering posterior is Gaussian and
 the Kalman filter (Kalman 1960) gives its mean, covariance and the log-likelihood
 log p(y_{1:T}) in closed form.
 

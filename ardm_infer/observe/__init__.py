@@ -1,4 +1,4 @@
-"""Observations: operators, noise, the one log-likelihood, and regimes (DESIGN.md §2, §6).
+"""Observations: operators, noise, the one log-likelihood, and regimes (docs/design.md §2, §6).
 
 Canonical representation: an observation of frames ``(..., channels, *space)`` is kept
 *lifted* to the full grid (zeros where unobserved) together with a boolean mask of the

@@ -1,13 +1,13 @@
 """The one Gaussian observation log-likelihood shared by every strategy.
 
-Observation model (DESIGN.md §2): ``y = H x + sigma * xi`` with ``xi ~ N(0, I)``.  For a
+Observation model (docs/design.md §2): ``y = H x + sigma * xi`` with ``xi ~ N(0, I)``.  For a
 mask operator ``H = M`` with the observation lifted to the full grid,
 
     log p(y | x) = sum_{i : M_i} log N(y_i; x_i, sigma^2)
                  = -|M (y - x)|^2 / (2 sigma^2) - (n_obs / 2) log(2 pi sigma^2),
 
 where ``n_obs = sum_i M_i`` counts the observed entries of one frame (or window).  The
-first term is the observation cost ``l(y, x)`` of DESIGN.md §2 (:func:`observation_cost`);
+first term is the observation cost ``l(y, x)`` of docs/design.md §2 (:func:`observation_cost`);
 the second is the Gaussian normalising constant, independent of ``x``.  Gradient:
 
     grad_x log p(y | x) = -grad_x l(y, x) = M (y - x) / sigma^2,
@@ -119,7 +119,7 @@ def observation_cost(
     *,
     frame_ndim: int | None = None,
 ) -> torch.Tensor:
-    """The observation cost ``l(y, x) = |M (y - x)|^2 / (2 sigma^2)`` (DESIGN.md §2).
+    """The observation cost ``l(y, x) = |M (y - x)|^2 / (2 sigma^2)`` (docs/design.md §2).
 
     ``l(y, x) = -log p(y | x) - (n_obs / 2) log(2 pi sigma^2)`` with
     ``n_obs = sum(M)`` over the summed dims; see :func:`log_likelihood` for the arguments,

@@ -1,7 +1,7 @@
 """Observation operators, masks and observation noise.
 
 An observation of a frame ``x`` of shape ``(channels, *space)`` is ``y = H x + noise``
-with ``noise ~ N(0, sigma^2 I)`` (DESIGN.md §2).  Two kinds of ``H`` are provided:
+with ``noise ~ N(0, sigma^2 I)`` (docs/design.md §2).  Two kinds of ``H`` are provided:
 
 * :class:`MaskOperator` -- pointwise selection ``H = M``.  Its observation is kept
   *lifted* to the full grid: ``y`` has the frame's shape ``(..., channels, *space)``

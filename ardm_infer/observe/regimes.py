@@ -1,4 +1,4 @@
-"""Observation regimes: spatial pattern x temporal interval x noise (DESIGN.md §6).
+"""Observation regimes: spatial pattern x temporal interval x noise (docs/design.md §6).
 
 A :class:`Regime` is defined once and used everywhere: it draws the masks and the noisy
 lifted observations of a truth trajectory, and it has one canonical spec string.
@@ -84,7 +84,7 @@ PRESET_NAMES: tuple[str, ...] = (
     "random",
     "random-gappy",
 )
-"""The six named regimes of DESIGN.md §6."""
+"""The six named regimes of docs/design.md §6."""
 
 PDE_NAMES: tuple[str, ...] = ("ks", "kolmogorov")
 """PDEs with named presets: 1-D Kuramoto-Sivashinsky (256 points), 2-D Kolmogorov flow."""
@@ -482,7 +482,7 @@ def _preset_regime(name: str, pde: str | None) -> Regime:
 
 
 def preset(name: str, pde: str) -> Regime:
-    """One of the six named regimes of DESIGN.md §6 for a PDE.
+    """One of the six named regimes of docs/design.md §6 for a PDE.
 
     ============  =====================================  =====  =======
     name          spatial                                every  sigma

@@ -1,6 +1,6 @@
 """The strategy interface, the problem container, the registry and the one-call driver.
 
-A strategy is data in, ensemble out (DESIGN.md §3): a frozen ``Config`` dataclass, an
+A strategy is data in, ensemble out (docs/design.md §3): a frozen ``Config`` dataclass, an
 explicit :class:`StrategyState` passed from frame to frame (never hidden in the object), and
 a :class:`StrategyResult` with the ensemble trajectory, optional log-weights and the cost.
 

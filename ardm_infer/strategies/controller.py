@@ -6,7 +6,7 @@ At every frame t the controller sees the preview buffer of frames t..t+Lambda-1
     u_s = tau_s f_psi(z_s, sigma_s, x0_hat, context, innovation, preview),
     KL_s = |u_s|^2 / (2 tau_s^2) = |f_psi|^2 / 2,
 
-the amortised minimiser of the control objective J of DESIGN.md §2 (trained offline by
+the amortised minimiser of the control objective J of docs/design.md §2 (trained offline by
 :func:`ardm_infer.controller.train_controller`; arXiv 2510.06637).  Inference is one rollout
 of the ARDM in ``torch.inference_mode()``, no gradients, plus one small network evaluation
 per sub-step (none at all while the preview holds no observation).  The control energy of

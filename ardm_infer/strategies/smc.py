@@ -17,7 +17,7 @@ contribute log p(y | x) = 0.
 * Guided proposal (``Config.proposal``): the ARDM's sub-steps are run with a control u_s
   (a :class:`~ardm_infer.guidance.Guidance`, e.g. DPS or a trained controller).  The
   proposal and the prior differ on the whole denoising path, and the exact path-space weight
-  is the discrete Girsanov ratio of DESIGN.md §2 reported by the kernel,
+  is the discrete Girsanov ratio of docs/design.md §2 reported by the kernel,
 
       log q_u(path) - log p(path) = sum_s (u_s . xi_s) / tau_s + |u_s|^2 / (2 tau_s^2)
                                   = ``Propagation.log_ratio``,
@@ -102,7 +102,7 @@ def systematic_resample(log_weights: torch.Tensor, generator: torch.Generator) -
 
 
 def _check_proposal(process: Process, config: Any) -> None:
-    """A guided proposal needs an ARDM with a stochastic sampler (DESIGN.md §2)."""
+    """A guided proposal needs an ARDM with a stochastic sampler (docs/design.md §2)."""
     if config.proposal is None:
         return
     if not hasattr(process, "step_frame"):

@@ -1,4 +1,4 @@
-"""``vc``: variational control, the control objective of DESIGN.md §2 optimised per instance.
+"""``vc``: variational control, the control objective of docs/design.md §2 optimised per instance.
 
 Over a window of ``window`` frames starting at t, with controls u_{j,s} for every frame j,
 sub-step s and batch element (members x trajectories), minimise
@@ -11,7 +11,7 @@ rollout with the sampler noise held fixed (common random numbers: each window dr
 from the generator, and every iteration and the final rollout reuse it).  Controls are parameterised
 as u = tau_s v, so KL = |v|^2 / 2.  The optimised window is then emitted frame by frame and
 the next window is warm-started from the previous one's controls.  With beta = 1 and w = 0
-minimising J is minimising KL(Q^u || posterior path measure) (DESIGN.md §2); Pandey et al.
+minimising J is minimising KL(Q^u || posterior path measure) (docs/design.md §2); Pandey et al.
 (2025) use this test-time optimisation as the per-instance counterpart of an amortised
 controller.  Windows without observations are not optimised (the optimum is u = 0).
 """
