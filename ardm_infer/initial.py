@@ -8,14 +8,17 @@ The protocol names three (docs/design.md §7, docs/protocol.md):
     assimilation has little to correct early on.
 ``background``
     The twin-experiment start of the filtering literature: the start is uncertain. Each
-    member's context is the true state ``spinup`` frames *earlier*, plus a smooth random
-    perturbation of root-mean-square ``error`` (the same perturbation on all k context frames,
-    so the state is shifted but its tendency is kept), advanced ``spinup`` frames by the
-    process itself. The spin-up lets each perturbed state relax onto the model's attractor
-    and its error grow along the unstable directions of the flow, so the members are
-    plausible states of the model, not white-noise-corrupted frames. The ensemble is centred
-    on the truth (the truth is the unperturbed draw); its error level is measured and
-    reported (:attr:`Background.member_rmse`), not assumed.
+    member's context is the true state ``spinup`` frames *earlier*, plus smooth random
+    perturbations (the same on all k context frames, so the state is shifted but its tendency
+    is kept), advanced ``spinup`` frames by the process itself. The perturbation of member i
+    of a trajectory is ``error * (d_0 + d_i)``: ``d_0`` is common to the trajectory's members
+    (the background mean is wrong) and ``d_i`` is the member's own (the ensemble's spread), both
+    unit-rms fields with independent draws, so that at the perturbation time the truth is
+    statistically like a member: mean error ~ ``error * sqrt(1 + 1/M)``, spread ~ ``error``.
+    The spin-up lets each perturbed state relax onto the model's attractor and its error grow
+    along the unstable directions of the flow, so the members are plausible states of the
+    model, not noise-corrupted frames. The error level after the spin-up is measured and
+    reported (:class:`Background`), not assumed.
 ``climatology``
     No knowledge of the start: each member's context is k consecutive frames drawn at random
     from unrelated trajectories (a pool the caller provides, e.g. other test trajectories).
@@ -53,8 +56,8 @@ class InitialCondition:
 
     Attributes:
         kind: one of :data:`INITIAL_KINDS`.
-        error: ``background`` only: rms of the perturbation added ``spinup`` frames before the
-            start, in normalised units (> 0).
+        error: ``background`` only: rms of the background mean's offset and of each member's
+            deviation, added ``spinup`` frames before the start, in normalised units (> 0).
         spinup: ``background`` only: frames the process runs from the perturbed state (>= 0).
         wavenumbers: ``background`` only: the perturbation keeps Fourier modes with
             ``|k| < wavenumbers`` along every spatial axis (>= 1).
@@ -178,19 +181,26 @@ class Background:
         member_rmse: ``(trajectories,)``, rms over members and the last context frame of
             member minus truth.
         mean_rmse: ``(trajectories,)``, rmse of the ensemble mean of the last context frame.
+        spread: ``(trajectories,)``, rms over the frame of the members' standard deviation
+            (unbiased) in the last context frame.
     """
 
     contexts: torch.Tensor
     member_rmse: torch.Tensor
     mean_rmse: torch.Tensor
+    spread: torch.Tensor
 
 
-def _errors(contexts: torch.Tensor, truth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    frame_dims = tuple(range(2, contexts.ndim - 1))  # (channels, *space) of the last frame
-    last, true = contexts[:, :, -1], truth[:, -1]
-    member = (last - true).square().mean(dim=(0, *frame_dims)).sqrt()
-    mean = (last.mean(0) - true).square().mean(dim=tuple(d - 1 for d in frame_dims)).sqrt()
-    return member, mean
+def _errors(contexts: torch.Tensor, truth: torch.Tensor) -> dict[str, torch.Tensor]:
+    last, true = contexts[:, :, -1], truth[:, -1]  # (M, N, C, *space), (N, C, *space)
+    frame_dims = tuple(range(1, true.ndim))
+    member = (last - true).square().mean(dim=frame_dims).mean(dim=0).sqrt()
+    mean = (last.mean(0) - true).square().mean(dim=frame_dims).sqrt()
+    if last.shape[0] > 1:
+        spread = last.var(dim=0).mean(dim=frame_dims).sqrt()
+    else:
+        spread = torch.zeros_like(mean)
+    return {"member_rmse": member, "mean_rmse": mean, "spread": spread}
 
 
 def draw_background(
@@ -248,14 +258,13 @@ def draw_background(
         start = frames[:, :k].unsqueeze(0).expand(members, n, k, *frame_shape)
         spatial = len(frame_shape) - 1
         bump = smooth_perturbation(
-            (members, n, *frame_shape), spatial, initial.wavenumbers, generator
+            (members + 1, n, *frame_shape), spatial, initial.wavenumbers, generator
         ).to(frames)
-        perturbed = (start + initial.error * bump.unsqueeze(2)).reshape(
-            members * n, k, *frame_shape
-        )
+        bump = bump[:1] + bump[1:]  # common offset of the trajectory + each member's own
+        perturbed = start + initial.error * bump.unsqueeze(2)
+        perturbed = perturbed.reshape(members * n, k, *frame_shape)
         with torch.inference_mode():
             new = rollout(process, perturbed, lead, generator) if lead > 0 else perturbed[:, :0]
         window = torch.cat([perturbed, new.to(perturbed)], dim=1)[:, -k:]
         contexts = window.reshape(members, n, k, *frame_shape).clone()
-    member_rmse, mean_rmse = _errors(contexts, truth)
-    return Background(contexts=contexts, member_rmse=member_rmse, mean_rmse=mean_rmse)
+    return Background(contexts=contexts, **_errors(contexts, truth))

@@ -46,17 +46,25 @@ def test_smooth_perturbation_has_unit_rms_and_only_low_modes(shape, dims):
         assert spec[..., high, :].max() < 1e-4 * spec.max()
 
 
-def test_exact_is_none_and_background_error_is_as_stated():
+def test_exact_is_none_and_background_is_calibrated_at_the_perturbation():
     twin = LinearGaussianTwin.default(dim=16)
     g = torch.Generator().manual_seed(1)
-    frames = torch.randn(3, 6, 1, 16, generator=g, dtype=torch.float64).float()
+    n, m, err = 200, 50, 0.3
+    frames = torch.randn(n, 6, 1, 16, generator=g, dtype=torch.float64).float()
     assert draw_background(InitialCondition("exact"), frames, 1, g) is None
-    ic = InitialCondition("background", error=0.3, spinup=0, wavenumbers=4, members=5)
+    ic = InitialCondition("background", error=err, spinup=0, wavenumbers=4, members=m)
     bg = draw_background(ic, frames, 1, g, process=twin)
-    assert bg.contexts.shape == (5, 3, 1, 1, 16)
-    # no spin-up: each member is the truth plus a unit-rms field times the error
-    torch.testing.assert_close(bg.member_rmse, torch.full((3,), 0.3))
-    assert (bg.mean_rmse < bg.member_rmse).all()
+    assert bg.contexts.shape == (m, n, 1, 1, 16)
+    # a common offset and a member deviation, both of rms `error`: over many trajectories the
+    # squared spread averages error^2 and the squared mean error error^2 (1 + 1/M).  Each
+    # trajectory's value is an average over 7 independent Fourier modes (|k| < 4, real
+    # field): relative std of a squared rms ~ sqrt(2/7); 200 trajectories -> ~3.8 %; 4 sigma.
+    tol = 4 * (2 / 7) ** 0.5 / n**0.5
+    spread2 = bg.spread.square().mean()
+    mean2 = bg.mean_rmse.square().mean()
+    assert abs(spread2 / err**2 - 1) < tol
+    assert abs(mean2 / (err**2 * (1 + 1 / m)) - 1) < tol
+    torch.testing.assert_close(bg.member_rmse.square().mean(), spread2 * (m - 1) / m + mean2)
 
 
 class _Shift:
@@ -76,9 +84,11 @@ def test_background_spin_up_ends_on_the_true_context_time():
     frames = torch.stack([x0.roll(t, dims=-1) for t in range(6)], dim=1)  # (2, 6, 1, 8)
     ic = InitialCondition("background", error=1e-3, spinup=4, wavenumbers=2, members=3)
     bg = draw_background(ic, frames, 1, torch.Generator().manual_seed(3), process=_Shift())
-    # the perturbed frame 0, advanced 4 frames, is frame 4 plus the rolled perturbation
-    err = (bg.contexts[:, :, 0] - frames[:, 4]).square().mean(dim=(-1, -2)).sqrt()
-    torch.testing.assert_close(err, torch.full((3, 2), 1e-3))
+    # the perturbed frame 0 advanced 4 frames is frame 4 plus the rolled perturbation
+    at0 = InitialCondition("background", error=1e-3, spinup=0, wavenumbers=2, members=3)
+    first = draw_background(at0, frames, 1, torch.Generator().manual_seed(3), process=_Shift())
+    moved = (bg.contexts[:, :, 0] - frames[:, 4]).roll(-4, dims=-1)
+    torch.testing.assert_close(moved, first.contexts[:, :, 0] - frames[:, 0])
     again = draw_background(ic, frames, 1, torch.Generator().manual_seed(3), process=_Shift())
     assert torch.equal(bg.contexts, again.contexts)
     with pytest.raises(ValueError, match="needs the process"):
