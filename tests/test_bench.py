@@ -261,14 +261,16 @@ def test_spec_is_a_dataclass_with_label():
 
 def test_resume_recomputes_cells_of_other_checkpoints(tiny, monkeypatch):
     """A retrained checkpoint (other sha256 in its card) never reuses old cells."""
-    import ardm_infer.bench.core as core
+    import ardm_infer.bench.cells as cells
 
     _, out = tiny
     args = dict(strategies=["forecast", "enkf"], regimes=["sparse", "dense"], out=out)
     assert benchmark("ks", resume=True, **args, **TINY).attrs["cells_reused"] == 4
-    real = core._artifact_hashes
+    real = cells.artifact_hashes
     monkeypatch.setattr(
-        core, "_artifact_hashes", lambda ardm, spec: {**real(ardm, spec), "ardm": "retrained"}
+        cells,
+        "artifact_hashes",
+        lambda ardm, spec, pde=None: {**real(ardm, spec, pde), "ardm": "retrained"},
     )
     assert benchmark("ks", resume=True, **args, **TINY).attrs["cells_reused"] == 0
     hashes = real("ks", strategy_spec("controller", "ks"))
