@@ -33,6 +33,7 @@ __all__ = [
     "get_system",
     "lookup_system",
     "register_system",
+    "unregister_system",
 ]
 
 _SYSTEMS: dict[str, System] = {}
@@ -59,6 +60,15 @@ def register_system(system: System) -> System:
     for spelling in map(_spelling, names):
         _ALIASES[spelling] = system.name
     return system
+
+
+def unregister_system(name: str) -> None:
+    """Remove a system and its aliases from the registry (tests and tutorials)."""
+    system = _SYSTEMS.pop(name, None)
+    if system is None:
+        return
+    for spelling in [k for k, v in _ALIASES.items() if v == name]:
+        del _ALIASES[spelling]
 
 
 def available_systems() -> tuple[str, ...]:
