@@ -313,7 +313,7 @@ def _check_sizes(**sizes: Any) -> None:
     for name, value in sizes.items():
         if isinstance(value, bool) or not isinstance(value, int | np.integer):
             raise TypeError(f"{name} must be an integer, got {value!r}")
-    for name in ("horizon", "trajectories", "members", "workers"):
+    for name in ("horizon", "trajectories", "members", "workers", "threads"):
         if name in sizes and sizes[name] < 1:
             raise ValueError(f"{name} must be >= 1, got {sizes[name]}")
     if sizes.get("start", 0) < 0:
@@ -440,6 +440,8 @@ def benchmark(
     if executor not in ("local", "ray"):
         raise ValueError(f"executor must be 'local' or 'ray', got {executor!r}")
     _check_sizes(workers=workers, seed=seed, start=start)
+    if threads is not None:
+        _check_sizes(threads=threads)
     if resume and out is None:
         raise ValueError("resume=True needs out= (the folder of the interrupted run)")
     if resume and overwrite:
@@ -453,6 +455,8 @@ def benchmark(
     trajectories = sizes.trajectories if trajectories is None else trajectories
     members = sizes.members if members is None else members
     _check_sizes(horizon=horizon, trajectories=trajectories, members=members)
+    horizon, trajectories, members = int(horizon), int(trajectories), int(members)
+    seed, start, workers = int(seed), int(start), int(workers)
     options = {**sizes.strategy_options, **(strategy_options or {})}
     specs = _strategy_specs(strategies, options, pde)
     labels = [s.label for s in specs]
