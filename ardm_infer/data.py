@@ -32,24 +32,25 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from .dynamics import (
-    KolmogorovConfig,
-    KolmogorovFlow,
-    KSConfig,
-    KuramotoSivashinsky,
-    Lorenz96,
-    Lorenz96Config,
-    spectral_resample,
-)
+from .systems import System, available_systems, lookup_system
 
 DATA_FORMAT_VERSION = 1
-PDES = ("ks", "kolmogorov", "lorenz96")
+PDES = available_systems()
+"""Names of the registered systems (:mod:`ardm_infer.systems`) at import time."""
 SPLITS = ("train", "val", "test")
 _SPLIT_OFFSET = {"train": 0, "val": 1, "test": 2}
 
 
+def _system(pde: str) -> System:
+    """The registered system of the canonical name ``pde`` (``ValueError`` otherwise)."""
+    system = lookup_system(pde)
+    if system is None or system.name != pde:
+        raise ValueError(f"unknown pde {pde!r}; expected one of {available_systems()}")
+    return system
+
+
 def _solver_config_type(pde: str) -> type:
-    return {"ks": KSConfig, "kolmogorov": KolmogorovConfig, "lorenz96": Lorenz96Config}[pde]
+    return _system(pde).solver_config_type
 
 
 @dataclass(frozen=True)
@@ -77,8 +78,7 @@ class DataConfig:
     batch_size: int = field(default=64, compare=False)
 
     def __post_init__(self) -> None:
-        if self.pde not in PDES:
-            raise ValueError(f"unknown pde {self.pde!r}; expected one of {PDES}")
+        _system(self.pde)
         if not isinstance(self.solver, _solver_config_type(self.pde)):
             raise TypeError(
                 f"solver for pde={self.pde!r} must be {_solver_config_type(self.pde).__name__}"
@@ -115,7 +115,8 @@ class DataConfig:
 
 
 def default_data_config(pde: str) -> DataConfig:
-    """The default data set of each PDE (see README for the reasoning behind the choices).
+    """The default data set of a system: its default solver config and
+    :attr:`~ardm_infer.systems.System.data_sizes` (the reasoning is in each system's module).
 
     - ks: L = 64, 256 points, frames every 0.2 time units; 128/16/32 trajectories of 700
       frames (the long evaluation horizon is 640 frames plus context), burn-in 100.
@@ -124,24 +125,22 @@ def default_data_config(pde: str) -> DataConfig:
       burn-in 10 (the energy is statistically steady after about 5 time units).
     - lorenz96: 40 variables, F = 8, frames every 0.05; 16/4/8 trajectories of 1000 frames.
     """
-    if pde == "ks":
-        return DataConfig("ks", KSConfig(), train=128, val=16, test=32, frames=700, burn_in=100.0)
-    if pde == "kolmogorov":
-        return DataConfig(
-            "kolmogorov", KolmogorovConfig(), train=24, val=4, test=8, frames=250, burn_in=10.0
-        )
-    if pde == "lorenz96":
-        return DataConfig(
-            "lorenz96", Lorenz96Config(), train=16, val=4, test=8, frames=1000, burn_in=20.0
-        )
-    raise ValueError(f"unknown pde {pde!r}; expected one of {PDES}")
+    system = _system(pde)
+    sizes = system.data_sizes
+    return DataConfig(
+        pde,
+        system.solver_config(),
+        train=sizes.train,
+        val=sizes.val,
+        test=sizes.test,
+        frames=sizes.frames,
+        burn_in=sizes.burn_in,
+    )
 
 
 def make_solver(pde: str, solver_config: Any) -> Any:
     """Instantiate the solver of ``pde`` for its config."""
-    return {"ks": KuramotoSivashinsky, "kolmogorov": KolmogorovFlow, "lorenz96": Lorenz96}[pde](
-        solver_config
-    )
+    return _system(pde).make_solver(solver_config)
 
 
 @dataclass(frozen=True)
@@ -239,7 +238,8 @@ def cache_path(config: DataConfig, cache_dir: str | Path | None = None) -> Path:
 def generate_split(config: DataConfig, split: str, progress: bool = False) -> torch.Tensor:
     """Integrate the trajectories of one split: ``(n, frames, channels, *space)`` float32."""
     n = getattr(config, split)
-    solver = make_solver(config.pde, config.solver)
+    system = _system(config.pde)
+    solver = system.make_solver(config.solver)
     scfg = config.solver
     g = torch.Generator().manual_seed(1000 * config.seed + _SPLIT_OFFSET[split])
     burn_steps = round(config.burn_in / scfg.dt)
@@ -261,10 +261,7 @@ def generate_split(config: DataConfig, split: str, progress: bool = False) -> to
         frames = []
         for _ in range(config.frames):
             x = solver.integrate(x, scfg.substeps)
-            if config.pde == "kolmogorov":
-                frames.append(spectral_resample(x, scfg.output_grid))
-            else:
-                frames.append(x)
+            frames.append(system.stored_frame(x, scfg))
             bar.update(b * scfg.substeps)
         chunks.append(torch.stack(frames, 1).unsqueeze(2).to(torch.float32))
     bar.close()

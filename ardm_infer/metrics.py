@@ -21,6 +21,11 @@ sum to one along the member axis.  Accepted layouts:
 
 Weights that sum to zero along the member axis give NaN.
 
+Physics diagnostics belong to their system, not here: the KS total variation, the
+Kolmogorov enstrophy and dissipation, the Lorenz-96 mean energy are in
+:mod:`ardm_infer.systems` (``systems.ks.total_variation``, ``systems.kolmogorov.dissipation``,
+...), and ``get_system(name).physics`` is the one the benchmark scores.
+
 Glossary of the maths: ``x_i`` member i, ``w_i`` its normalised weight (``1/N``
 unweighted), ``y`` the truth or observation, ``N`` the number of members,
 ``m = Σ_i w_i x_i`` the ensemble mean.
@@ -39,10 +44,7 @@ __all__ = [
     "energy_spectrum",
     "ensemble_mean",
     "high_correlation_time",
-    "kolmogorov_dissipation",
     "kolmogorov_energy_spectrum",
-    "kolmogorov_enstrophy",
-    "ks_total_variation",
     "max_spectrum_relative_error",
     "pearson_correlation",
     "pit_values",
@@ -670,51 +672,6 @@ def max_spectrum_relative_error(
     error = spectrum_relative_error(pred_spectrum, true_spectrum, min_energy_fraction)
     largest = torch.where(error.isnan(), torch.full_like(error, -math.inf), error).amax(dim=-1)
     return torch.where(largest == -math.inf, torch.full_like(largest, math.nan), largest)
-
-
-# ----------------------------------------------------------------------------- physics
-
-
-def ks_total_variation(u: torch.Tensor) -> torch.Tensor:
-    """Total variation of a periodic 1-D field (Kuramoto–Sivashinsky diagnostic).
-
-    ``TV(u) = Σ_x |u_{x+1} − u_x|`` with ``u_n = u_0`` (periodic in the last dimension).
-
-    Args:
-        u: ``(..., n)``.
-
-    Returns:
-        ``(...)``.
-    """
-    return (u.roll(-1, dims=-1) - u).abs().sum(dim=-1)
-
-
-def kolmogorov_enstrophy(vorticity: torch.Tensor) -> torch.Tensor:
-    """Mean enstrophy of a 2-D flow, ``Z = ½ mean_x ω²``.
-
-    Args:
-        vorticity: ``(..., n_x, n_y)``.
-
-    Returns:
-        ``(...)``.
-    """
-    return 0.5 * vorticity.square().mean(dim=(-2, -1))
-
-
-def kolmogorov_dissipation(vorticity: torch.Tensor, viscosity: float) -> torch.Tensor:
-    """Mean kinetic-energy dissipation rate of a 2-D periodic flow, ``ε = ν mean_x ω²``.
-
-    For incompressible flow on a periodic domain ``ν ⟨|∇u|²⟩ = ν ⟨ω²⟩``, so
-    ``ε = 2 ν Z`` with ``Z`` from :func:`kolmogorov_enstrophy`.
-
-    Args:
-        vorticity: ``(..., n_x, n_y)``.
-        viscosity: kinematic viscosity ``ν`` (``1/Re`` in non-dimensional units).
-
-    Returns:
-        ``(...)``.
-    """
-    return viscosity * vorticity.square().mean(dim=(-2, -1))
 
 
 # ----------------------------------------------------------------------------- correlation

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -261,14 +262,16 @@ def test_spec_is_a_dataclass_with_label():
 
 def test_resume_recomputes_cells_of_other_checkpoints(tiny, monkeypatch):
     """A retrained checkpoint (other sha256 in its card) never reuses old cells."""
-    import ardm_infer.bench.core as core
+    import ardm_infer.bench.cells as cells
 
     _, out = tiny
     args = dict(strategies=["forecast", "enkf"], regimes=["sparse", "dense"], out=out)
     assert benchmark("ks", resume=True, **args, **TINY).attrs["cells_reused"] == 4
-    real = core._artifact_hashes
+    real = cells.artifact_hashes
     monkeypatch.setattr(
-        core, "_artifact_hashes", lambda ardm, spec: {**real(ardm, spec), "ardm": "retrained"}
+        cells,
+        "artifact_hashes",
+        lambda ardm, spec, pde=None: {**real(ardm, spec, pde), "ardm": "retrained"},
     )
     assert benchmark("ks", resume=True, **args, **TINY).attrs["cells_reused"] == 0
     hashes = real("ks", strategy_spec("controller", "ks"))
@@ -287,3 +290,156 @@ def test_names_survive_a_round_trip_through_cell_files(tmp_path):
     on_disk = load_results(tmp_path / "results.nc")
     assert list(on_disk.regime.values) == ["dense", "dense-gappy"]
     assert list(on_disk.strategy.values) == ["forecast"]
+
+
+# ----------------------------------------------------------------------------- systems, failures
+
+
+def test_lorenz96_runs_the_solver_through_the_same_cells():
+    """No ARDM ships for Lorenz-96: the solver is the process; guided strategies fail by name."""
+    from ardm_infer.data import default_data_config, load_dataset
+    from ardm_infer.systems.lorenz96 import mean_energy
+
+    ds = benchmark(
+        "lorenz96",
+        strategies=["forecast", "dps", "enkf"],
+        regimes=["dense", "sparse"],
+        horizon=4,
+        trajectories=2,
+        members=3,
+        progress=False,
+    )
+    config = json.loads(ds.attrs["config"])
+    assert ds.attrs["pde"] == "lorenz96" and config["ardm"] == "solver"
+    assert ds.sizes["x"] == 40 and ds.attrs["cells_failed"] == 2
+    assert ds.failed.sel(strategy="dps").values.all()
+    for reason in ds.failure.sel(strategy="dps").values:
+        assert reason.startswith("ValueError: dps") and "ARDM" in str(reason)
+    assert np.isnan(ds.rmse.sel(strategy="dps").values).all()
+    for name in ("forecast", "enkf"):
+        assert not ds.failed.sel(strategy=name).values.any()
+        assert list(ds.failure.sel(strategy=name).values) == ["", ""]
+        assert np.isfinite(ds.rmse.sel(strategy=name).values).all()
+    # the deterministic solver from the true context: only float32 round-off separates them
+    assert float(ds.rmse.sel(strategy="forecast").max()) < 1e-4
+    truth = load_dataset(default_data_config("lorenz96")).test[:2, 1:5, 0].double()
+    np.testing.assert_allclose(ds.truth_physics.values, mean_energy(truth).numpy(), rtol=1e-5)
+
+
+class _Explodes:
+    """A strategy that runs forecast and raises on its second frame; declares a look-ahead."""
+
+    name = "explodes"
+
+    @dataclass(frozen=True)
+    class Config:
+        horizon_seen: int = 2
+
+    def __init__(self):
+        self.inner = get_strategy("forecast")
+        self.steps = 0
+
+    def lookahead(self, config):
+        return config.horizon_seen
+
+    # Delegation whatever the signatures of the strategy contract (forecast reads no config).
+    def init(self, *args, **kwargs):
+        self.steps = 0
+        return self.inner.init(*args, **kwargs)
+
+    def step(self, *args, **kwargs):
+        self.steps += 1
+        if self.steps > 1:
+            raise FloatingPointError("ensemble non-finite at frame 1 (test)")
+        return self.inner.step(*args, **kwargs)
+
+
+@pytest.fixture
+def explodes():
+    from ardm_infer.strategies.base import register, unregister
+
+    register(_Explodes)
+    try:
+        yield
+    finally:
+        unregister("explodes")
+
+
+def test_a_failing_cell_is_recorded_and_the_others_run(explodes, tmp_path, capsys):
+    from ardm_infer.bench.report import load_results
+
+    args = dict(strategies=["forecast", "explodes"], regimes=["dense", "sparse"], out=tmp_path)
+    ds = benchmark("ks", **args, **TINY)
+    err = capsys.readouterr().err
+    assert err.count("FAILED (FloatingPointError: ensemble non-finite at frame 1 (test))") == 2
+    assert ds.failed.values.tolist() == [[False, False], [True, True]]
+    assert ds.attrs["cells_failed"] == 2
+    assert np.isfinite(ds.rmse.sel(strategy="forecast").values).all()
+    assert np.isnan(ds.rmse.sel(strategy="explodes").values).all()
+    assert (ds.rank_hist.sel(strategy="explodes") == 0).all()
+    assert not ds.blow_up.sel(strategy="explodes").values.any()
+    on_disk = load_results(tmp_path / "results.nc")
+    assert str(on_disk.failure.sel(strategy="explodes", regime="sparse").values) == (
+        "FloatingPointError: ensemble non-finite at frame 1 (test)"
+    )
+    assert str(on_disk.failure.sel(strategy="forecast", regime="dense").values) == ""
+    # resume reuses the finished cells and retries the failed ones
+    again = benchmark("ks", resume=True, **args, **TINY)
+    assert again.attrs["cells_reused"] == 2
+    assert capsys.readouterr().err.count("failed last time") == 2
+
+
+def test_lookahead_names_and_configs_are_recorded_per_strategy(explodes, tmp_path):
+    from ardm_infer.bench.core import strategy_configs
+    from ardm_infer.bench.report import load_results
+
+    config = _Explodes.Config(horizon_seen=5)
+    ds = benchmark(
+        "ks",
+        strategies=["forecast", ("boom", "explodes", config)],
+        regimes=["dense"],
+        out=tmp_path,
+        **TINY,
+    )
+    forecast = get_strategy("forecast")
+    declared = getattr(forecast, "lookahead", None)
+    expected = -1 if declared is None else int(declared(forecast.Config()))
+    assert ds.lookahead.sel(strategy="forecast").item() == expected
+    assert ds.lookahead.sel(strategy="boom").item() == 5
+    assert ds.lookahead.dims == ("strategy",)
+    configs = strategy_configs(load_results(tmp_path / "results.nc"))
+    assert configs["boom"] == {"name": "explodes", "config": {"horizon_seen": 5}, "lookahead": 5}
+    assert configs["forecast"]["name"] == "forecast"
+
+
+def test_progress_in_a_log_is_one_plain_line_per_cell(capsys):
+    args = dict(strategies=["forecast"], regimes=["dense", "sparse"])
+    benchmark("ks", **args, **{**TINY, "progress": True})
+    err = capsys.readouterr().err  # captured: not a terminal
+    lines = [line for line in err.splitlines() if line.startswith("bench ks")]
+    assert len(lines) == 2, err
+    assert lines[0].startswith("bench ks: cell 1/2 forecast @ dense done in ")
+    assert lines[1].startswith("bench ks: cell 2/2 forecast @ sparse done in ")
+    assert all("ETA" in line for line in lines)
+    assert "\r" not in err and "\x1b" not in err
+
+
+def test_device_is_recorded_and_checked():
+    ds = benchmark("ks", strategies=["forecast"], regimes=["dense"], device="cpu", **TINY)
+    assert json.loads(ds.attrs["config"])["device"] == "cpu"
+    assert json.loads(ds.attrs["config"])["strategies"][0]["name"] == "forecast"
+    with pytest.raises(ValueError, match="device"):
+        benchmark("ks", strategies=["forecast"], regimes=["dense"], device="abacus", **TINY)
+
+
+def test_empty_or_mistyped_arguments_are_clear_errors():
+    with pytest.raises(ValueError, match="strategies is empty"):
+        benchmark("ks", strategies=[], regimes=["dense"], **TINY)
+    with pytest.raises(ValueError, match="regimes is empty"):
+        benchmark("ks", strategies=["forecast"], regimes=[], **TINY)
+    with pytest.raises(TypeError, match="members"):
+        benchmark("ks", strategies=["forecast"], regimes=["dense"], **{**TINY, "members": 2.5})
+    with pytest.raises(ValueError, match="progress"):
+        benchmark("ks", strategies=["forecast"], regimes=["dense"], **{**TINY, "progress": "x"})
+    with pytest.raises(ValueError, match="models 'ks', not pde='kolmogorov'"):
+        benchmark("kolmogorov", ardm="ks", strategies=["forecast"], regimes=["dense"], **TINY)

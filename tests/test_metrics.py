@@ -473,24 +473,6 @@ def test_spectrum_relative_error_scores_only_energetic_wavenumbers():
     assert torch.isnan(metrics.max_spectrum_relative_error(pred, true, min_energy_fraction=0.9))
 
 
-# ----------------------------------------------------------------------------- physics
-
-
-def test_ks_total_variation_and_kolmogorov_diagnostics():
-    u = torch.tensor([[0.0, 1.0, 3.0, 1.0], [2.0, 2.0, 2.0, 2.0]], dtype=F64)
-    torch.testing.assert_close(metrics.ks_total_variation(u), torch.tensor([6.0, 0.0], dtype=F64))
-    n = 16
-    x = torch.arange(n, dtype=F64) * 2 * math.pi / n
-    vorticity = torch.stack([2 * torch.cos(4 * x)[:, None].expand(n, n), torch.full((n, n), 3.0)])
-    torch.testing.assert_close(
-        metrics.kolmogorov_enstrophy(vorticity), torch.tensor([1.0, 4.5], dtype=F64)
-    )
-    torch.testing.assert_close(
-        metrics.kolmogorov_dissipation(vorticity, viscosity=1e-3),
-        torch.tensor([2e-3, 9e-3], dtype=F64),
-    )
-
-
 # ----------------------------------------------------------------------------- correlation
 
 
@@ -564,9 +546,6 @@ def test_functions_do_not_mutate_inputs_and_keep_dtype():
         metrics.energy_spectrum(ensemble, space_dims=1),
         metrics.kolmogorov_energy_spectrum(ensemble),
         metrics.spectrum_relative_error(spectrum, spectrum),
-        metrics.ks_total_variation(ensemble),
-        metrics.kolmogorov_enstrophy(ensemble),
-        metrics.kolmogorov_dissipation(ensemble, 1e-3),
         metrics.high_correlation_time(truth, ensemble, time_dim=1),
     ]
     metrics.rank_histogram(truth, ensemble, generator=g)

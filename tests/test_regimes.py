@@ -20,12 +20,15 @@ from ardm_infer.observe import (
     parse_regime,
     preset,
 )
+from ardm_infer.systems import get_system
 
 FAST = settings(max_examples=60, deadline=None)
 SLOWER = settings(max_examples=25, deadline=None)
 
 KS_FRAME = (1, 256)
 KOLMOGOROV_FRAME = (1, 64, 64)
+LORENZ96_FRAME = (1, 40)
+FRAMES = {"ks": KS_FRAME, "kolmogorov": KOLMOGOROV_FRAME, "lorenz96": LORENZ96_FRAME}
 
 
 def generator(seed: int = 0) -> torch.Generator:
@@ -68,6 +71,7 @@ def test_presets_match_the_design_table(name, pde):
     else:
         stride = {"dense": 4, "sparse": 16 if pde == "ks" else 8}[name.split("-")[0]]
         assert regime.spatial == Stride(stride)
+        assert stride == get_system(pde).preset_strides[name.split("-")[0]]
 
 
 @pytest.mark.parametrize(
@@ -79,6 +83,9 @@ def test_presets_match_the_design_table(name, pde):
         ("dense", "kolmogorov", KOLMOGOROV_FRAME, 16 * 16),
         ("sparse", "kolmogorov", KOLMOGOROV_FRAME, 8 * 8),
         ("random", "kolmogorov", KOLMOGOROV_FRAME, 82),  # round(0.02 * 4096) = round(81.92)
+        ("dense", "lorenz96", LORENZ96_FRAME, 10),
+        ("sparse", "lorenz96", LORENZ96_FRAME, 5),
+        ("random", "lorenz96", LORENZ96_FRAME, 1),  # round(0.02 * 40) = round(0.8)
     ],
 )
 def test_preset_masks_observe_the_expected_number_of_points(name, pde, frame, observed_per_frame):
@@ -300,7 +307,7 @@ def test_near_miss_specs_parse_or_raise_value_error(items, pde):
         ("full=1, every=1, sigma=0.1", None, "'full' takes no value"),
         ("stride=16,, every=1, sigma=0.1", None, "empty item"),
         ("sparse", None, r"depends on the PDE .*pass pde="),
-        ("sparse", "lorenz96", "no observation presets for pde 'lorenz96'"),
+        ("sparse", "navier-stokes", "no observation presets for pde 'navier-stokes'"),
         ("sparse", "kolmogorv", "did you mean 'kolmogorov'"),
     ],
 )
@@ -484,7 +491,8 @@ def test_masks_do_not_use_the_global_rng():
 @pytest.mark.parametrize("name", PRESET_NAMES)
 @pytest.mark.parametrize("pde", PDE_NAMES)
 def test_observe_shapes_zeros_and_noise(name, pde):
-    frame = KS_FRAME if pde == "ks" else KOLMOGOROV_FRAME
+    frame = FRAMES[pde]
+    assert frame == get_system(pde).frame_shape(None)
     regime = preset(name, pde)
     truth = torch.randn(3, 16, *frame, generator=generator(6), dtype=torch.float64)
     before = truth.clone()

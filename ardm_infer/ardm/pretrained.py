@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from ..systems import get_system
 from .process import ARDM
 from .schedule import Schedule
 from .training import load_artifact
@@ -59,13 +60,7 @@ def load_ardm(
     denoiser, card = load_artifact(path, device=device or "cpu")
     cfg = denoiser.config
     data = card["data_config"]
-    if data["pde"] == "kolmogorov":
-        g = data["solver"]["output_grid"]
-        frame_shape: tuple[int, ...] = (cfg.channels, g, g)
-    elif data["pde"] == "ks":
-        frame_shape = (cfg.channels, data["solver"]["grid"])
-    else:
-        frame_shape = (cfg.channels, data["solver"]["variables"])
+    frame_shape = get_system(data["pde"]).frame_shape(data["solver"], cfg.channels)
     if schedule is None:
         sampler = {k: v for k, v in card.get("sampler", {}).items() if k != "chosen_by"}
         schedule = Schedule(**sampler)

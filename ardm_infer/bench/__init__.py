@@ -3,29 +3,38 @@
 - :func:`benchmark` — run a grid of (strategy, regime) cells; returns an ``xarray.Dataset``.
 - :func:`bench_preset` — the ``quick`` and ``paper`` sizes.
 - :class:`StrategySpec`, :func:`strategy_spec` — a labelled, configured strategy column.
+- :func:`strategy_configs` — the configuration each strategy of a result ran.
+- :class:`ResultFolderError` — an ``out`` folder that is busy, another run's or not writable
+  (:mod:`ardm_infer.bench.folder`).
 - :mod:`ardm_infer.bench.report`, :mod:`ardm_infer.bench.figures` — tables, report, figures.
 """
 
 from .core import (
+    SOLVER,
     BenchPreset,
     CellTask,
+    ResultFolderError,
     StrategySpec,
     bench_preset,
     benchmark,
     combine_cells,
     run_cell,
     score,
+    strategy_configs,
     strategy_spec,
 )
 
 __all__ = [
+    "SOLVER",
     "BenchPreset",
     "CellTask",
+    "ResultFolderError",
     "StrategySpec",
     "bench_preset",
     "benchmark",
     "combine_cells",
     "run_cell",
     "score",
+    "strategy_configs",
     "strategy_spec",
 ]

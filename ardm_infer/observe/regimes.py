@@ -40,7 +40,7 @@ Exactly one spatial pattern (``stride=``, ``fraction=``, ``full`` or a preset's)
 ``every`` and a ``sigma`` are required; ``offset`` defaults to 0.  A preset name may be
 combined with overrides, e.g. ``"sparse-gappy, sigma=0.2"``.  Examples::
 
-    "sparse"                           (needs pde= because KS and Kolmogorov differ)
+    "sparse"                           (needs pde= because the systems' strides differ)
     "stride=16, every=8, sigma=0.1"
     "fraction=0.02,every=1,sigma=0.1"
     "full, every=2, sigma=0.5"
@@ -62,6 +62,7 @@ from decimal import Decimal
 
 import torch
 
+from ..systems import available_systems, get_system, lookup_system
 from .operators import MaskOperator, _check_frame_shape, add_noise, random_mask, subsample_mask
 
 __all__ = [
@@ -86,23 +87,14 @@ PRESET_NAMES: tuple[str, ...] = (
 )
 """The six named regimes of docs/design.md §6."""
 
-PDE_NAMES: tuple[str, ...] = ("ks", "kolmogorov")
-"""PDEs with named presets: 1-D Kuramoto-Sivashinsky (256 points), 2-D Kolmogorov flow."""
+PDE_NAMES: tuple[str, ...] = available_systems()
+"""Systems with named presets (every registered system, :mod:`ardm_infer.systems`): 1-D
+Kuramoto-Sivashinsky (256 points), 2-D Kolmogorov flow, Lorenz-96 (40 variables).  Each
+system's ``preset_strides`` gives the stride of ``dense`` and ``sparse``."""
 
-_PRESET_STRIDE = {"ks": {"dense": 4, "sparse": 16}, "kolmogorov": {"dense": 4, "sparse": 8}}
 _PRESET_FRACTION = 0.02
 _PRESET_GAPPY_EVERY = 8
 _PRESET_SIGMA = 0.1
-
-_PDE_ALIASES = {
-    "ks": "ks",
-    "ks1d": "ks",
-    "ks-1d": "ks",
-    "kuramoto-sivashinsky": "ks",
-    "kolmogorov": "kolmogorov",
-    "kolmogorov2d": "kolmogorov",
-    "kolmogorov-2d": "kolmogorov",
-}
 
 _KEYS = ("stride", "fraction", "every", "sigma", "offset")
 _SPATIAL_KEYS = ("stride", "fraction", "full")
@@ -437,13 +429,16 @@ def _suggest(word: str, candidates: Sequence[str]) -> str:
 
 def _normalise_pde(pde: str) -> str:
     if not isinstance(pde, str):
-        raise ValueError(f"pde must be a string, one of {PDE_NAMES}; got {pde!r}")
+        raise ValueError(f"pde must be a string, one of {available_systems()}; got {pde!r}")
     key = _normalise_name(pde)
-    if key in _PDE_ALIASES:
-        return _PDE_ALIASES[key]
+    system = lookup_system(key)
+    if system is not None:
+        return system.name
+    systems = available_systems()
+    spellings = [s for name in systems for s in (name, *get_system(name).aliases)]
     raise ValueError(
-        f"no observation presets for pde {pde!r}; {_suggest(key, list(_PDE_ALIASES))}"
-        f"presets exist for {', '.join(PDE_NAMES)}; other regimes are built from parts, "
+        f"no observation presets for pde {pde!r}; {_suggest(key, spellings)}"
+        f"presets exist for {', '.join(systems)}; other regimes are built from parts, "
         "e.g. Regime(Full(), every=1, sigma=1.0) or parse_regime('full, every=1, sigma=1')"
     )
 
@@ -466,13 +461,13 @@ def _preset_regime(name: str, pde: str | None) -> Regime:
     if base == "random":
         spatial: Spatial = RandomFraction(_PRESET_FRACTION)
     else:
-        strides = {p: table[base] for p, table in _PRESET_STRIDE.items()}
+        strides = {p: get_system(p).preset_stride(base) for p in available_systems()}
         if pde is None:
             if len(set(strides.values())) > 1:
                 per_pde = ", ".join(f"{p}: stride {s}" for p, s in strides.items())
                 raise ValueError(
                     f"preset {name!r} depends on the PDE ({per_pde}); pass pde= one of "
-                    f"{', '.join(repr(p) for p in PDE_NAMES)}"
+                    f"{', '.join(repr(p) for p in available_systems())}"
                 )
             step = next(iter(strides.values()))
         else:
@@ -484,22 +479,23 @@ def _preset_regime(name: str, pde: str | None) -> Regime:
 def preset(name: str, pde: str) -> Regime:
     """One of the six named regimes of docs/design.md §6 for a PDE.
 
-    ============  =====================================  =====  =======
-    name          spatial                                every  sigma
-    ============  =====================================  =====  =======
-    dense         KS: stride 4; Kolmogorov: 4 per axis   1      0.1
-    dense-gappy   same                                   8      0.1
-    sparse        KS: stride 16; Kolmogorov: 8 per axis  1      0.1
-    sparse-gappy  same                                   8      0.1
-    random        2 % of points, redrawn every frame     1      0.1
-    random-gappy  same                                   8      0.1
-    ============  =====================================  =====  =======
+    ============  ================================================  =====  =======
+    name          spatial                                           every  sigma
+    ============  ================================================  =====  =======
+    dense         stride 4 (KS, Lorenz-96; Kolmogorov: 4 per axis)  1      0.1
+    dense-gappy   same                                              8      0.1
+    sparse        KS: 16; Kolmogorov: 8 per axis; Lorenz-96: 8      1      0.1
+    sparse-gappy  same                                              8      0.1
+    random        2 % of points, redrawn every frame                1      0.1
+    random-gappy  same                                              8      0.1
+    ============  ================================================  =====  =======
 
-    Names are case-insensitive; ``_`` and spaces may replace ``-``.
+    The strides are each system's ``preset_strides`` (:mod:`ardm_infer.systems`).  Names
+    are case-insensitive; ``_`` and spaces may replace ``-``.
 
     Args:
         name: one of :data:`PRESET_NAMES`.
-        pde: ``"ks"`` (1-D, 256 points) or ``"kolmogorov"`` (2-D).
+        pde: a registered system (``"ks"``, ``"kolmogorov"``, ``"lorenz96"``) or an alias.
 
     Returns:
         The :class:`Regime`, with ``name`` set to the canonical preset name.
@@ -586,8 +582,9 @@ def parse_regime(spec: str | Regime, pde: str | None = None) -> Regime:
 
     Args:
         spec: the spec string, or an existing :class:`Regime` (returned unchanged).
-        pde: ``"ks"`` or ``"kolmogorov"``; needed for presets whose stride depends on the
-            PDE (``sparse``, ``sparse-gappy``), unused otherwise.
+        pde: a registered system (``"ks"``, ``"kolmogorov"``, ``"lorenz96"``); needed for
+            presets whose stride depends on the system (``sparse``, ``sparse-gappy``),
+            unused otherwise.
 
     Returns:
         The regime; ``name`` is the preset name for a bare preset, else ``None``.
