@@ -71,36 +71,22 @@ Shapes: data ``(trajectories, time, C, *space)``; a batch of windows has context
 
 from __future__ import annotations
 
-import json
 import math
-import sys
-import time
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file
-from tqdm.auto import tqdm
 
-from ..ardm.training import (
-    _atomic_save_tensors,
-    _atomic_write_text,
-    _sha256,
-    card_path,
-    learning_rate,
-    load_verified_module,
-)
 from ..observe import Full, RandomFraction, Regime, add_noise, observation_cost
 from ..observe import parse_regime as _parse_regime
-from .network import Controller, ControllerConfig, ControllerGuidance, count_parameters
+from ..training_loop import TrainingTask, card_fields, run_result, run_training
+from .artifact import CONTROLLER_ARTIFACT_FORMAT, ardm_identity, load_controller, save_controller
+from .network import Controller, ControllerConfig, ControllerGuidance
 from .preview import preview_window
 
 __all__ = [
     "CONTROLLER_ARTIFACT_FORMAT",
-    "CONTROLLER_CHECKPOINT_FORMAT",
     "ControllerTrainConfig",
     "RegimeDistribution",
     "controlled_rollout",
@@ -110,10 +96,6 @@ __all__ = [
     "save_controller",
     "train_controller",
 ]
-
-CONTROLLER_ARTIFACT_FORMAT = "ardm_infer.controller/1"
-CONTROLLER_CHECKPOINT_FORMAT = "ardm_infer.controller-checkpoint/1"
-_CARD_KIND = "ardm_controller"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -734,17 +716,19 @@ class _Chains:
             "sigma": torch.ones(batch, dtype=torch.float32),
         }
 
-    def tensors(self, prefix: str) -> dict[str, torch.Tensor]:
-        out = {f"{prefix}.{n}": getattr(self, n) for n in ("traj", "time", "clock", "live")}
-        out[f"{prefix}.context"] = self.context
-        out.update({f"{prefix}.param.{n}": v for n, v in self.params.items()})
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The chains' state, for a checkpoint."""
+        out = {f"chains.{n}": getattr(self, n) for n in ("traj", "time", "clock", "live")}
+        out["chains.context"] = self.context
+        out.update({f"chains.param.{n}": v for n, v in self.params.items()})
         return out
 
-    def load(self, tensors: dict[str, torch.Tensor], prefix: str) -> None:
+    def load(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Inverse of :meth:`tensors`."""
         for n in ("traj", "time", "clock", "live"):
-            setattr(self, n, tensors[f"{prefix}.{n}"].clone())
-        self.context = tensors[f"{prefix}.context"].to(self.context)
-        self.params = {n: tensors[f"{prefix}.param.{n}"].clone() for n in self.keys}
+            setattr(self, n, tensors[f"chains.{n}"].clone())
+        self.context = tensors["chains.context"].to(self.context)
+        self.params = {n: tensors[f"chains.param.{n}"].clone() for n in self.keys}
 
     def advance(
         self,
@@ -809,162 +793,8 @@ class _Chains:
 
 
 # ---------------------------------------------------------------------------------------------
-# Artifacts
-# ---------------------------------------------------------------------------------------------
-
-
-def save_controller(
-    network: Controller, card_extra: dict[str, Any], path: str | Path
-) -> dict[str, Any]:
-    """Save ``network``'s weights at ``path`` (``.safetensors``) and its card beside it.
-
-    The card (``path`` with suffix ``.json``) holds ``card_extra`` plus ``format``,
-    ``kind``, ``model_config``, ``parameters``, ``code_version``, ``created_utc``,
-    ``weights_file`` and the ``sha256`` of the weights file; both written atomically.
-
-    Returns:
-        The card.
-    """
-    from .._version import code_version
-
-    path = Path(path)
-    if path.suffix != ".safetensors":
-        raise ValueError(f"artifact path must end in .safetensors, got {path}")
-    model_config = network.config.to_dict()
-    _atomic_save_tensors(
-        dict(network.state_dict()),
-        {
-            "format": CONTROLLER_ARTIFACT_FORMAT,
-            "model_config": json.dumps(model_config, sort_keys=True),
-        },
-        path,
-    )
-    card = {
-        **card_extra,
-        "format": CONTROLLER_ARTIFACT_FORMAT,
-        "kind": _CARD_KIND,
-        "model_config": model_config,
-        "parameters": count_parameters(network),
-        "code_version": code_version(),
-        "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
-        "weights_file": path.name,
-        "sha256": _sha256(path),
-    }
-    _atomic_write_text(json.dumps(card, indent=2, sort_keys=True) + "\n", card_path(path))
-    return card
-
-
-def load_controller(path: str | Path, device: str | torch.device | None = None) -> Controller:
-    """Load a controller saved by :func:`save_controller` (read-only, eval mode).
-
-    Verifies, in order: the card exists, is JSON and is a controller card; the sha256 of
-    the weights equals the card's; the file is safetensors; the config stored with the
-    weights equals the card's; the tensors fit that architecture exactly and are finite.
-    Any failure raises ``ValueError`` naming the check.
-
-    Returns:
-        The :class:`Controller` with ``card`` set.
-    """
-    network, card = load_verified_module(
-        path, _CARD_KIND, "controller", ControllerConfig, Controller, device
-    )
-    network.card = card
-    return network
-
-
-# ---------------------------------------------------------------------------------------------
-# Checkpoints
-# ---------------------------------------------------------------------------------------------
-
-
-def _write_checkpoint(
-    out_dir: Path,
-    network: Controller,
-    optimizer: torch.optim.Optimizer,
-    generator: torch.Generator,
-    chains: _Chains,
-    state: dict[str, Any],
-) -> None:
-    tensors = {f"model.{k}": v for k, v in network.state_dict().items()}
-    tensors.update(chains.tensors("chains"))
-    osd = optimizer.state_dict()
-    other: dict[str, dict[str, Any]] = {}
-    for idx, st in osd["state"].items():
-        for key, value in st.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"optimizer.{idx}.{key}"] = value
-            else:
-                other.setdefault(str(idx), {})[key] = value
-    tensors["rng.train"] = generator.get_state()
-    full = {**state, "optimizer": {"param_groups": osd["param_groups"], "state_other": other}}
-    _atomic_save_tensors(
-        tensors,
-        {"format": CONTROLLER_CHECKPOINT_FORMAT, "state": json.dumps(full, sort_keys=True)},
-        out_dir / "checkpoint.safetensors",
-    )
-    _atomic_write_text(
-        json.dumps(full, indent=2, sort_keys=True) + "\n", out_dir / "checkpoint.json"
-    )
-
-
-def _read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            metadata = fh.metadata() or {}
-        tensors = load_file(str(path))
-        if metadata.get("format") != CONTROLLER_CHECKPOINT_FORMAT:
-            raise ValueError(
-                f"format {metadata.get('format')!r} != {CONTROLLER_CHECKPOINT_FORMAT!r}"
-            )
-        state = json.loads(metadata["state"])
-    except (SafetensorError, OSError, ValueError, KeyError) as err:
-        raise ValueError(
-            f"cannot resume from {path} ({err}); delete it or pass resume=False"
-        ) from err
-    return tensors, state
-
-
-def _restore_checkpoint(
-    tensors: dict[str, torch.Tensor],
-    state: dict[str, Any],
-    network: Controller,
-    optimizer: torch.optim.Optimizer,
-    generator: torch.Generator,
-    chains: _Chains,
-) -> None:
-    chains.load(tensors, "chains")
-    network.load_state_dict(
-        {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True
-    )
-    opt_state: dict[int, dict[str, Any]] = {}
-    for k, v in tensors.items():
-        if k.startswith("optimizer."):
-            idx, key = k[len("optimizer.") :].split(".", 1)
-            opt_state.setdefault(int(idx), {})[key] = v
-    for idx, extra in state["optimizer"]["state_other"].items():
-        opt_state.setdefault(int(idx), {}).update(extra)
-    groups = state["optimizer"]["param_groups"]
-    for group in groups:
-        if "betas" in group:
-            group["betas"] = tuple(group["betas"])
-    optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
-    generator.set_state(tensors["rng.train"])
-
-
-# ---------------------------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------------------------
-
-
-def _ardm_identity(ardm: Any) -> dict[str, Any]:
-    card = getattr(ardm, "card", None)
-    return {
-        "name": getattr(ardm, "name", type(ardm).__name__),
-        "frame_shape": list(ardm.frame_shape),
-        "context_length": int(ardm.context_length),
-        "schedule": asdict(ardm.schedule),
-        "weights_sha256": card.get("sha256") if isinstance(card, dict) else None,
-    }
 
 
 def _check_compatible(ardm: Any, config: ControllerConfig) -> None:
@@ -1070,6 +900,7 @@ def train_controller(
     dist = resolve_regimes(regimes if regimes is not None else tc.regimes, frame_shape, pde)
     length = tc.window or cfg.preview
     k = ardm.context_length
+    numel = math.prod(frame_shape) * length
 
     network = Controller(cfg, torch.Generator().manual_seed(tc.seed)).to(dev)
     optimizer = torch.optim.Adam(
@@ -1077,232 +908,111 @@ def train_controller(
     )
     generator = torch.Generator().manual_seed(tc.seed + 1)
     chains = _Chains(tc.batch_size, train, k, len(frame_shape) - 1)
+    params = list(network.parameters())
+
+    def rollout(window: tuple[Any, ...], detach_context: bool = False) -> dict[str, torch.Tensor]:
+        context, _, obs, mask, sigma, rg = window
+        return controlled_rollout(
+            ardm,
+            network,
+            context,
+            obs,
+            mask,
+            sigma,
+            rg,
+            beta=tc.beta,
+            arrival_weight=tc.arrival_weight,
+            detach_context=detach_context,
+        )
+
+    def train_step(step: int) -> dict[str, float]:
+        window = chains.advance(train, length, dist, tc.chain_reset, generator)
+        with torch.enable_grad():
+            res = rollout(window, tc.detach_context)
+            objective = res["objective"].mean()
+            optimizer.zero_grad(set_to_none=True)
+            (objective / numel).backward()
+        chains.push(res["frames"])
+        if tc.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
+        optimizer.step()
+        return {
+            "objective": float(objective.detach()),
+            "kl": float(res["kl"].detach().mean()),
+            "terminal": float(res["terminal"].detach().mean()),
+        }
+
+    keys = ("objective", "terminal", "arrival", "kl", "rmse")
+
+    def validate() -> dict[str, float | None]:
+        windows = min(tc.val_windows, (val.shape[1] - k) // length) if val.shape[0] else 0
+        if tc.val_batches == 0 or windows < 1:
+            return {f"val_{key}": None for key in keys}
+        g = torch.Generator().manual_seed(tc.seed + 104_729)
+        sums = dict.fromkeys(keys, 0.0)
+        with torch.no_grad():
+            for _ in range(tc.val_batches):
+                val_chains = _Chains(tc.batch_size, val, k, len(frame_shape) - 1)
+                for _ in range(windows):
+                    window = val_chains.advance(val, length, dist, 0.0, g, span=windows * length)
+                    res = rollout(window)
+                    val_chains.push(res["frames"])
+                    for key in keys[:4]:
+                        sums[key] += float(res[key].mean()) / windows
+                # RMSE of the last window of the chains: after windows * L frames
+                truth = window[1]
+                sums["rmse"] += float((res["frames"] - truth).square().mean().sqrt())
+        return {f"val_{key}": v / tc.val_batches for key, v in sums.items()}
+
     identity = {
         "name": name,
         "model_config": cfg.to_dict(),
         "training_config": tc.to_dict(),
         "regimes": dist.to_dict(),
-        "ardm": _ardm_identity(ardm),
+        "ardm": ardm_identity(ardm),
         **data_identity,
     }
-    state: dict[str, Any] = {
-        **identity,
-        "step": 0,
-        "history": [],
-        "window_sums": {"objective": 0.0, "kl": 0.0, "terminal": 0.0},
-        "window_steps": 0,
-        "wall_seconds": 0.0,
-    }
-    ckpt = out_dir / "checkpoint.safetensors"
-    if resume and ckpt.exists():
-        tensors, stored = _read_checkpoint(ckpt)
-        differing = [key for key, v in identity.items() if stored.get(key) != v]
-        old_tc = dict(stored.get("training_config") or {})
-        if differing == ["training_config"] and {**old_tc, "steps": tc.steps} == tc.to_dict():
-            # Only the length differs: extend or shorten the run (the cosine schedule
-            # follows the new total from here on); recorded in the history.
-            if tc.steps < stored["step"]:
-                raise ValueError(
-                    f"checkpoint {ckpt} is at step {stored['step']}, beyond steps={tc.steps}"
-                )
-            stored.setdefault("schedule_changes", []).append(
-                {"at_step": stored["step"], "steps": [old_tc.get("steps"), tc.steps]}
-            )
-            stored["training_config"] = tc.to_dict()
-            differing = []
-        if differing:
-            raise ValueError(
-                f"checkpoint {ckpt} was written for a different run (differs in {differing}); "
-                "use another out_dir or resume=False"
-            )
-        _restore_checkpoint(tensors, stored, network, optimizer, generator, chains)
-        stored.pop("optimizer")
-        state = stored
-    numel = math.prod(frame_shape) * length
-
-    def validate() -> dict[str, float] | None:
-        windows = min(tc.val_windows, (val.shape[1] - k) // length) if val.shape[0] else 0
-        if tc.val_batches == 0 or windows < 1:
-            return None
-        g = torch.Generator().manual_seed(tc.seed + 104_729)
-        sums = {"objective": 0.0, "terminal": 0.0, "arrival": 0.0, "kl": 0.0, "rmse": 0.0}
-        with torch.no_grad():
-            for _ in range(tc.val_batches):
-                val_chains = _Chains(tc.batch_size, val, k, len(frame_shape) - 1)
-                for _ in range(windows):
-                    context, truth, obs, mask, sigma, rg = val_chains.advance(
-                        val, length, dist, 0.0, g, span=windows * length
-                    )
-                    res = controlled_rollout(
-                        ardm,
-                        network,
-                        context,
-                        obs,
-                        mask,
-                        sigma,
-                        rg,
-                        beta=tc.beta,
-                        arrival_weight=tc.arrival_weight,
-                    )
-                    val_chains.push(res["frames"])
-                    for key in ("objective", "terminal", "arrival", "kl"):
-                        sums[key] += float(res[key].mean()) / windows
-                # RMSE of the last window of the chains: after windows * L frames
-                sums["rmse"] += float((res["frames"] - truth).square().mean().sqrt())
-        return {key: v / tc.val_batches for key, v in sums.items()}
-
-    def evaluate(step: int) -> dict[str, Any]:
-        count = state["window_steps"]
-        sums = state["window_sums"]
-        entry: dict[str, Any] = {
-            "step": step,
-            "lr": learning_rate(max(step - 1, 0), tc) if step else 0.0,
-            "train_objective": sums["objective"] / count if count else None,
-            "train_kl": sums["kl"] / count if count else None,
-            "train_terminal": sums["terminal"] / count if count else None,
-        }
-        result = validate()
-        for key in ("objective", "terminal", "arrival", "kl", "rmse"):
-            entry[f"val_{key}"] = None if result is None else result[key]
-        state["history"].append(entry)
-        state["window_sums"] = {"objective": 0.0, "kl": 0.0, "terminal": 0.0}
-        state["window_steps"] = 0
-        return entry
-
-    wall_before = float(state["wall_seconds"])
-    t0 = time.perf_counter()
-
-    def save_checkpoint() -> None:
-        state["wall_seconds"] = wall_before + time.perf_counter() - t0
-        _write_checkpoint(out_dir, network, optimizer, generator, chains, state)
-
-    def stopped() -> dict[str, Any]:
-        return {
-            "completed": False,
-            "step": state["step"],
-            "name": name,
-            "weights_path": None,
-            "card_path": None,
-            "final_train_objective": None,
-            "final_val_objective": None,
-            "final_val_kl": None,
-            "wall_seconds": state["wall_seconds"],
-            "history": state["history"],
-            "card": None,
-        }
-
-    if state["step"] == 0 and not state["history"]:
-        evaluate(0)
-    bar = tqdm(
-        total=tc.steps,
-        initial=state["step"],
-        desc=f"train {name}",
-        unit="step",
-        disable=not progress,
-        file=sys.stderr,
-        dynamic_ncols=True,
+    task = TrainingTask(
+        name=name,
+        out_dir=out_dir,
+        identity=identity,
+        config=tc,
+        optimizer=optimizer,
+        modules={"model": network},
+        generators={"train": generator},
+        metrics=("objective", "kl", "terminal"),
+        train_step=train_step,
+        validate=validate,
+        progress_fields=lambda m, lr: {"J": f"{m['objective']:.3g}", "KL": f"{m['kl']:.3g}"},
+        headline="val_objective",
+        extra_tensors=chains.tensors,
+        restore_extra=lambda tensors, _: chains.load(tensors),
     )
     network.train()
-    params = list(network.parameters())
-    try:
-        while state["step"] < tc.steps:
-            if stop_after is not None and state["step"] >= stop_after:
-                save_checkpoint()
-                return stopped()
-            step = state["step"]
-            lr = learning_rate(step, tc)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            context, _, obs, mask, sigma, rg = chains.advance(
-                train, length, dist, tc.chain_reset, generator
-            )
-            with torch.enable_grad():
-                res = controlled_rollout(
-                    ardm,
-                    network,
-                    context,
-                    obs,
-                    mask,
-                    sigma,
-                    rg,
-                    beta=tc.beta,
-                    arrival_weight=tc.arrival_weight,
-                    detach_context=tc.detach_context,
-                )
-                objective = res["objective"].mean()
-                loss = objective / numel
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-            chains.push(res["frames"])
-            if tc.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
-            optimizer.step()
-            value = float(objective.detach())
-            if not math.isfinite(value):
-                raise RuntimeError(f"controller objective became {value} at step {step}")
-            kl_value = float(res["kl"].detach().mean())
-            state["step"] = step + 1
-            state["window_sums"]["objective"] += value
-            state["window_sums"]["kl"] += kl_value
-            state["window_sums"]["terminal"] += float(res["terminal"].detach().mean())
-            state["window_steps"] += 1
-            bar.update(1)
-            if state["step"] % 5 == 0 or state["step"] == tc.steps:
-                bar.set_postfix(J=f"{value:.3g}", KL=f"{kl_value:.3g}", refresh=False)
-            if tc.val_every and state["step"] % tc.val_every == 0:
-                entry = evaluate(state["step"])
-                if entry["val_objective"] is not None:
-                    bar.set_postfix(
-                        J=f"{value:.3g}", KL=f"{kl_value:.3g}", val=f"{entry['val_objective']:.3g}"
-                    )
-            if tc.checkpoint_every and state["step"] % tc.checkpoint_every == 0:
-                save_checkpoint()
-    finally:
-        bar.close()
-
-    if state["history"][-1]["step"] != state["step"] or state["window_steps"]:
-        evaluate(state["step"])
-    if tc.checkpoint_every:
-        save_checkpoint()
-    else:
-        state["wall_seconds"] = wall_before + time.perf_counter() - t0
+    state = run_training(task, resume=resume, progress=progress, stop_after=stop_after)
     network.eval()
-    final = state["history"][-1]
-    trained = [h for h in state["history"] if h["train_objective"] is not None]
-    card_extra = {
-        "name": name,
-        **data_identity,
-        "training_config": tc.to_dict(),
-        "regimes": dist.to_dict(),
-        "ardm": _ardm_identity(ardm),
-        "steps_completed": state["step"],
-        "schedule_changes": state.get("schedule_changes", []),
+    history = state["history"]
+    trained = [h for h in history if h["train_objective"] is not None]
+    finals = {
         "final_train_objective": trained[-1]["train_objective"] if trained else None,
-        "final_train_kl": trained[-1]["train_kl"] if trained else None,
-        "final_val_objective": final["val_objective"],
-        "final_val_kl": final["val_kl"],
-        "final_val_rmse": final["val_rmse"],
-        "initial_val_objective": state["history"][0]["val_objective"],
-        "initial_val_rmse": state["history"][0]["val_rmse"],
-        "wall_seconds": state["wall_seconds"],
-        "device": str(dev),
-        "history": state["history"],
+        "final_val_objective": history[-1]["val_objective"],
+        "final_val_kl": history[-1]["val_kl"],
     }
     weights_path = out_dir / f"{name}.safetensors"
-    card = save_controller(network.to("cpu"), card_extra, weights_path)
-    network.requires_grad_(False)
-    network.card = card
-    return {
-        "completed": True,
-        "step": state["step"],
-        "name": name,
-        "weights_path": weights_path,
-        "card_path": card_path(weights_path),
-        "final_train_objective": card_extra["final_train_objective"],
-        "final_val_objective": final["val_objective"],
-        "final_val_kl": final["val_kl"],
-        "wall_seconds": state["wall_seconds"],
-        "history": state["history"],
-        "card": card,
-        "network": network,
-    }
+    card = None
+    if state["completed"]:
+        fields = {
+            **card_fields(state, dev),
+            **data_identity,
+            "regimes": dist.to_dict(),
+            "ardm": ardm_identity(ardm),
+            **finals,
+            "final_train_kl": trained[-1]["train_kl"] if trained else None,
+            "final_val_rmse": history[-1]["val_rmse"],
+            "initial_val_objective": history[0]["val_objective"],
+            "initial_val_rmse": history[0]["val_rmse"],
+        }
+        card = save_controller(network.to("cpu"), fields, weights_path)
+        network.requires_grad_(False)
+        network.card = card
+    return {**run_result(state, weights_path, card, finals), "network": network}
