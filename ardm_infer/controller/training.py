@@ -1,4 +1,4 @@
-"""Offline training of the amortised controller (CA-ARDM, arXiv 2510.06637), artifacts.
+"""Offline training of the amortised controller (CA-ARDM, arXiv 2510.06637).
 
 Objective (docs/design.md §2).  A training window is L consecutive frames x_1..x_L of a
 (normalised) training trajectory, observed through that window's regime,
@@ -16,18 +16,9 @@ trains with beta = 0 plus Tweedie arrival costs (w > 0): both are parameters, an
 energy (KL) is logged either way.  ``vc`` minimises the same J per instance; this is its
 amortised counterpart.
 
-Chains: truncated backpropagation through long assimilation runs.  At inference the
-controller acts on contexts that are the model's *own* earlier frames, which drift away
-from the truth (for the KS ARDM the unguided forecast needs about 120 frames to reach an
-error of 0.1, i.e. sigma_y); windows that always start from the true context would never
-show it that situation (over 4 frames from the truth the forecast error is ~0.006, far
-below the observation noise, so there is nothing to correct).  The B windows of a step are
-therefore the next windows of B persistent chains: each chain starts from a true context at
-a random time of a random training trajectory with its own regime, and every window
-continues from the frames the controlled ARDM generated in the chain's previous window.  A
-chain restarts with probability ``chain_reset`` before each window (mean length
-L / chain_reset frames) or when its trajectory ends.  This is on-policy training (as
-DAgger / scheduled sampling) at no extra cost: every window is rolled out once.
+Chains (:mod:`.chains`): the B windows of a step are the next windows of B persistent
+on-policy chains, each started from a true context with its own regime, so the controller
+also learns on the model's own drifted contexts.
 
 Gradients and truncation.  The ARDM's parameters are frozen (``requires_grad_(False)``), but
 the gradient flows through the denoiser into its *inputs*: from the cost of frame j through
@@ -45,12 +36,14 @@ the information whose costs J charges to it.  Frame j = 0 of a window (L = Lambd
 inference situation; later frames teach the shorter look-aheads met near a horizon's end.
 
 Regimes.  Either one fixed :class:`~ardm_infer.observe.Regime` or a
-:class:`RegimeDistribution` from which every chain draws its own regime at each restart
-(stride or random fraction, temporal interval ``every`` with a random phase, noise level
-sigma_y), so one controller is trained across regimes: the mask and sigma_y are inputs of
-the network.  Windows of a chain follow the regime's temporal pattern, so with ``every`` > L
-some windows hold no observation; the controller's gating makes u = 0 there (the exact
-optimum of J) and the chain simply advances under the prior, as at inference.
+:class:`~ardm_infer.observe.RegimeDistribution` from which every chain draws its own
+:class:`~ardm_infer.observe.Regime` at each restart (stride with a phase or random fraction,
+temporal interval ``every`` with an offset, noise level sigma_y), so one controller is trained
+across regimes: the mask and sigma_y are inputs of the network.  A chain's masks are its
+regime's own (:meth:`~ardm_infer.observe.Regime.window_masks`): every training mask is one the
+benchmark can name.  With ``every`` > L some windows hold no observation; the controller's
+gating makes u = 0 there (the exact optimum of J) and the chain advances under the prior, as
+at inference.
 
 Validation: ``val_batches`` batches of B chains on held-out trajectories, each started from
 the truth and rolled ``val_windows`` windows without gradients, with a fixed generator (the
@@ -58,12 +51,12 @@ same chains, regimes and noise at every evaluation); reported: J, its terms and 
 window (chain average) and the RMSE of the last window against the truth.
 
 Reproducibility: parameters, chains, regimes, observation noise and sampler noise all come
-from explicit generators seeded by ``ControllerTrainConfig.seed``.  Checkpoints are atomic
-safetensors (network, Adam state, chain state, generator state, JSON state in the metadata,
-with a ``checkpoint.json`` mirror); resuming reproduces an uninterrupted run exactly.  The
-artifact is ``<name>.safetensors`` plus a ``<name>.json`` card (configs, regimes, the ARDM it
-was trained for, data identity, final losses, history, wall time, code version, sha256);
-:func:`load_controller` verifies it.
+from explicit generators seeded by ``ControllerTrainConfig.seed``.  Checkpoints, resume,
+history and progress are the shared loop of :mod:`ardm_infer.training_loop` (the chains are
+checkpointed with it); resuming reproduces an uninterrupted run exactly.  The artifact is
+``<name>.safetensors`` plus a ``<name>.json`` card (configs, regimes, the ARDM it was trained
+for, data identity, final losses, history, wall time, code version, sha256), bound and
+verified by :mod:`.artifact`.
 
 Shapes: data ``(trajectories, time, C, *space)``; a batch of windows has context
 ``(B, k, C, *space)``, truth/observation/mask ``(B, L, C, *space)``, sigma_y ``(B,)``.
@@ -78,10 +71,10 @@ from typing import Any
 
 import torch
 
-from ..observe import Full, RandomFraction, Regime, add_noise, observation_cost
-from ..observe import parse_regime as _parse_regime
+from ..observe import Regime, RegimeDistribution, observation_cost, resolve_regimes
 from ..training_loop import TrainingTask, card_fields, run_result, run_training
 from .artifact import CONTROLLER_ARTIFACT_FORMAT, ardm_identity, load_controller, save_controller
+from .chains import Chains
 from .network import Controller, ControllerConfig, ControllerGuidance
 from .preview import preview_window
 
@@ -96,323 +89,6 @@ __all__ = [
     "save_controller",
     "train_controller",
 ]
-
-
-# ---------------------------------------------------------------------------------------------
-# Regimes drawn per window
-# ---------------------------------------------------------------------------------------------
-
-
-def _stride_tuple(step: int | tuple[int, ...], dims: int) -> tuple[int, ...]:
-    return (int(step),) * dims if isinstance(step, int) else tuple(int(s) for s in step)
-
-
-@dataclass(frozen=True)
-class RegimeDistribution:
-    """A distribution over observation regimes; every training window draws one.
-
-    Spatial pattern: with probability ``stride_probability`` (when both kinds are enabled)
-    a :class:`~ardm_infer.observe.Stride` with a step drawn uniformly from ``strides``
-    (ints or per-axis tuples; 1 = full), at a random grid phase if ``spatial_phase``;
-    otherwise a :class:`~ardm_infer.observe.RandomFraction` with the fraction log-uniform in
-    ``fractions`` (exactly ``round(f n_points)`` points, redrawn every frame, as the
-    regime).  Temporal: ``every`` drawn uniformly from ``every``, with a random phase
-    conditioned on at least one observed frame in the window.  Noise: sigma_y log-uniform
-    in ``sigma``.
-
-    Attributes:
-        strides: stride choices (empty: no strided windows).
-        fractions: ``(low, high)`` for random fractions, or None (no random windows).
-        stride_probability: P(stride) when both kinds are enabled.
-        every: temporal interval choices.
-        sigma: ``(low, high)`` of sigma_y (normalised units).
-        spatial_phase: draw the offset of the stride pattern per window (else index 0 is
-            always observed, as :class:`~ardm_infer.observe.Stride`).
-    """
-
-    strides: tuple[int | tuple[int, ...], ...] = ()
-    fractions: tuple[float, float] | None = None
-    stride_probability: float = 0.5
-    every: tuple[int, ...] = (1,)
-    sigma: tuple[float, float] = (0.1, 0.1)
-    spatial_phase: bool = False
-
-    def __post_init__(self) -> None:
-        strides = tuple(s if isinstance(s, int) else tuple(int(x) for x in s) for s in self.strides)
-        object.__setattr__(self, "strides", strides)
-        object.__setattr__(self, "every", tuple(int(e) for e in self.every))
-        object.__setattr__(self, "sigma", tuple(float(s) for s in self.sigma))
-        if self.fractions is not None:
-            object.__setattr__(self, "fractions", tuple(float(f) for f in self.fractions))
-            lo, hi = self.fractions
-            if len(self.fractions) != 2 or not 0 < lo <= hi <= 1:
-                raise ValueError(f"fractions must be (low, high) in (0, 1]; got {self.fractions}")
-        if not strides and self.fractions is None:
-            raise ValueError("a RegimeDistribution needs strides or fractions (or both)")
-        if any(min(_stride_tuple(s, 1 if isinstance(s, int) else len(s))) < 1 for s in strides):
-            raise ValueError(f"strides must be >= 1; got {strides}")
-        if not self.every or min(self.every) < 1:
-            raise ValueError(f"every must be a non-empty tuple of integers >= 1; got {self.every}")
-        if len(self.sigma) != 2 or not 0 < self.sigma[0] <= self.sigma[1] < math.inf:
-            raise ValueError(f"sigma must be (low, high) with 0 < low <= high; got {self.sigma}")
-        if not 0.0 <= self.stride_probability <= 1.0:
-            raise ValueError("stride_probability must be in [0, 1]")
-
-    # ------------------------------------------------------------------ constructors
-
-    @classmethod
-    def from_regime(cls, regime: Regime | str, pde: str | None = None) -> RegimeDistribution:
-        """The point mass on one regime (its temporal phase is still random per window)."""
-        regime = _parse_regime(regime, pde=pde) if isinstance(regime, str) else regime
-        sp = regime.spatial
-        sigma = (regime.sigma, regime.sigma)
-        every = (regime.every,)
-        if isinstance(sp, RandomFraction):
-            return cls(fractions=(sp.fraction, sp.fraction), every=every, sigma=sigma)
-        step = 1 if isinstance(sp, Full) else sp.step
-        return cls(strides=(step,), every=every, sigma=sigma)
-
-    @classmethod
-    def randomised(cls, frame_shape: tuple[int, ...]) -> RegimeDistribution:
-        """The randomised-regime distribution used for the shipped controllers.
-
-        Strides ``2, 4, ...`` up to ``min(space) / 4`` (at most 32; KS 256: 2..32,
-        Kolmogorov 64x64: 2..16), random fractions log-uniform in
-        ``[max(1.5 / n_points, 0.005), 0.1]``, ``every`` in {1, 2, 4, 8}, sigma_y
-        log-uniform in [0.05, 0.5], random stride phase: it covers the six presets of
-        docs/design.md §6 (strides 4, 16 / 8; 2 %; every 1, 8; sigma_y 0.1) as interior points.
-        """
-        space = tuple(frame_shape[1:])
-        n_points = math.prod(space)
-        strides = []
-        step = 2
-        while step <= min(32, min(space) // 4):
-            strides.append(step)
-            step *= 2
-        return cls(
-            strides=tuple(strides) or (1,),
-            fractions=(min(0.1, max(1.5 / n_points, 0.005)), 0.1),
-            stride_probability=0.5,
-            every=(1, 2, 4, 8),
-            sigma=(0.05, 0.5),
-            spatial_phase=True,
-        )
-
-    @classmethod
-    def presets(cls, pde: str) -> RegimeDistribution:
-        """The six named regimes of docs/design.md §6 as one distribution (``pde`` "ks" or
-        "kolmogorov"): dense or sparse stride, or a 2 % random fraction (each with
-        probability 1/3), ``every`` 1 or 8, sigma_y 0.1, random stride phase.
-
-        A narrower training distribution than :meth:`randomised`: in a KS trial the wide one
-        (strides 2-32, sigma_y 0.05-0.5) let the densest, least noisy windows (costs 30x
-        those of the sparse regimes) dominate the gradient, and after 200 steps the
-        controller was no better than the unguided forecast on the sparse regime and worse
-        on the dense one (``benchmarks/controller_claims.py``-style check, 140 frames).
-        """
-        dense = _parse_regime("dense", pde=pde)
-        sparse = _parse_regime("sparse", pde=pde)
-        fraction = _parse_regime("random", pde=pde).spatial.fraction
-        return cls(
-            strides=(dense.spatial.step, sparse.spatial.step),
-            fractions=(fraction, fraction),
-            stride_probability=2.0 / 3.0,
-            every=(1, 8),
-            sigma=(dense.sigma, dense.sigma),
-            spatial_phase=True,
-        )
-
-    # ------------------------------------------------------------------ serialisation
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form."""
-        d = asdict(self)
-        d["strides"] = [s if isinstance(s, int) else list(s) for s in self.strides]
-        d["fractions"] = None if self.fractions is None else list(self.fractions)
-        d["every"] = list(self.every)
-        d["sigma"] = list(self.sigma)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> RegimeDistribution:
-        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown RegimeDistribution fields {sorted(unknown)}")
-        d = dict(d)
-        if "strides" in d:
-            d["strides"] = tuple(s if isinstance(s, int) else tuple(s) for s in d["strides"])
-        return cls(**d)
-
-    def check(self, frame_shape: tuple[int, ...]) -> None:
-        """``ValueError`` if a stride exceeds the grid or a fraction selects no point."""
-        space = tuple(frame_shape[1:])
-        for s in self.strides:
-            steps = _stride_tuple(s, len(space))
-            if len(steps) != len(space) or any(a > n for a, n in zip(steps, space, strict=True)):
-                raise ValueError(f"stride {s} does not fit the grid {space}")
-        if self.fractions is not None and round(self.fractions[0] * math.prod(space)) < 1:
-            raise ValueError(
-                f"fraction {self.fractions[0]} selects no point of a {space} grid; raise it"
-            )
-
-    # ------------------------------------------------------------------ sampling
-
-    def draw(
-        self,
-        batch: int,
-        frame_shape: tuple[int, ...],
-        generator: torch.Generator,
-        window: int | None = None,
-    ) -> dict[str, torch.Tensor]:
-        """Draw one regime per window (or per chain of windows): its parameters.
-
-        All draws are made on the CPU from ``generator`` (so they do not depend on the
-        device), batched; the same random numbers are consumed whatever the outcome.
-
-        Args:
-            batch: B.
-            frame_shape: ``(C, *space)``.
-            generator: a CPU generator.
-            window: if given, the temporal phase is drawn so that the first ``window``
-                frames hold at least one observed frame (fresh windows); else uniform.
-
-        Returns:
-            CPU tensors: ``stride`` bool ``(B,)`` (else random fraction), ``steps`` and
-            ``offset`` long ``(B, dims)``, ``count`` long ``(B,)`` (points per frame of a
-            random fraction), ``every`` and ``phase`` long ``(B,)``, ``sigma`` ``(B,)``.
-        """
-        self.check(frame_shape)
-        space = tuple(frame_shape[1:])
-        dims, n_points = len(space), math.prod(space)
-        g = generator
-        u_kind = torch.rand(batch, generator=g)
-        if not self.strides:
-            is_stride = torch.zeros(batch, dtype=torch.bool)
-        elif self.fractions is None:
-            is_stride = torch.ones(batch, dtype=torch.bool)
-        else:
-            is_stride = u_kind < self.stride_probability
-        table = torch.tensor(
-            [_stride_tuple(s, dims) for s in self.strides] or [(1,) * dims], dtype=torch.long
-        )
-        steps = table[torch.randint(0, table.shape[0], (batch,), generator=g)]
-        u_offset = torch.rand(batch, dims, generator=g)
-        offset = (u_offset * steps).long() if self.spatial_phase else torch.zeros_like(steps)
-        lo, hi = self.fractions if self.fractions is not None else (1.0, 1.0)
-        u_frac = torch.rand(batch, generator=g)
-        fraction = torch.exp(math.log(lo) + u_frac * (math.log(hi) - math.log(lo)))
-        count = torch.round(fraction * n_points).clamp_(min=1).long()
-        every_table = torch.tensor(self.every, dtype=torch.long)
-        every = every_table[torch.randint(0, len(self.every), (batch,), generator=g)]
-        low = (every - window).clamp(min=0) if window is not None else torch.zeros_like(every)
-        u_time = torch.rand(batch, generator=g)
-        phase = low + (u_time * (every - low)).long()
-        u_sigma = torch.rand(batch, generator=g)
-        s_lo, s_hi = self.sigma
-        sigma = torch.exp(math.log(s_lo) + u_sigma * (math.log(s_hi) - math.log(s_lo)))
-        return {
-            "stride": is_stride,
-            "steps": steps,
-            "offset": offset,
-            "count": count,
-            "every": every,
-            "phase": phase,
-            "sigma": sigma.to(torch.float32),
-        }
-
-    @staticmethod
-    def masks(
-        params: dict[str, torch.Tensor],
-        clock: torch.Tensor,
-        frames: int,
-        frame_shape: tuple[int, ...],
-        generator: torch.Generator,
-    ) -> torch.Tensor:
-        """Masks of ``frames`` consecutive frames for regimes drawn by :meth:`draw`.
-
-        Frame j of the window is frame ``c = clock + j`` (0-based) of its chain and is
-        observed iff ``(c + 1 + phase) % every == 0``; strided points are those with
-        ``(index - offset) % step == 0`` on every axis; random fractions observe exactly
-        ``count`` uniformly drawn points, redrawn every frame (ranks of uniforms, as
-        :func:`~ardm_infer.observe.random_mask`).
-
-        Args:
-            params: from :meth:`draw` (CPU tensors, batch B).
-            clock: ``(B,)`` long, chain frames elapsed before the window.
-            frames: L.
-            frame_shape: ``(C, *space)``.
-            generator: a CPU generator (the random-fraction uniforms).
-
-        Returns:
-            bool ``(B, L, C, *space)`` on the CPU.
-        """
-        channels, space = frame_shape[0], tuple(frame_shape[1:])
-        dims, n_points = len(space), math.prod(space)
-        batch = params["every"].shape[0]
-        steps, offset = params["steps"], params["offset"]
-        stride_mask = torch.ones(batch, *space, dtype=torch.bool)
-        for axis, n in enumerate(space):  # <= 2 axes: not a loop over grid points
-            ok = (torch.arange(n)[None] - offset[:, axis, None]) % steps[:, axis, None] == 0
-            shape = [batch] + [1] * dims
-            shape[1 + axis] = n
-            stride_mask = stride_mask & ok.reshape(shape)
-        uniforms = torch.rand(batch, frames, n_points, generator=generator)
-        ranks = uniforms.argsort(-1).argsort(-1)
-        frac_mask = (ranks < params["count"][:, None, None]).reshape(batch, frames, *space)
-        spatial = torch.where(
-            params["stride"].reshape(batch, 1, *([1] * dims)), stride_mask.unsqueeze(1), frac_mask
-        )
-        c = clock.reshape(batch, 1) + torch.arange(frames)[None]
-        observed = (c + 1 + params["phase"][:, None]) % params["every"][:, None] == 0
-        mask = spatial & observed.reshape(batch, frames, *([1] * dims))
-        return mask.unsqueeze(2).expand(batch, frames, channels, *space).contiguous()
-
-    def sample(
-        self,
-        batch: int,
-        frames: int,
-        frame_shape: tuple[int, ...],
-        generator: torch.Generator,
-        device: torch.device | str | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Fresh windows: one regime per window, at least one observed frame in each.
-
-        Args:
-            batch: B windows.
-            frames: L frames per window.
-            frame_shape: ``(C, *space)``.
-            generator: a CPU generator.
-            device: where to put the results.
-
-        Returns:
-            ``(mask, sigma)``: bool ``(B, L, C, *space)`` and sigma_y ``(B,)`` (float32).
-        """
-        params = self.draw(batch, frame_shape, generator, window=frames)
-        clock = torch.zeros(batch, dtype=torch.long)
-        mask = self.masks(params, clock, frames, frame_shape, generator)
-        return mask.to(device), params["sigma"].to(device)
-
-
-def resolve_regimes(
-    regimes: str | Regime | RegimeDistribution,
-    frame_shape: tuple[int, ...],
-    pde: str | None = None,
-) -> RegimeDistribution:
-    """``"randomised"`` -> :meth:`RegimeDistribution.randomised`; a regime (or its spec, e.g.
-    ``"sparse"`` with ``pde``) -> its point mass; a distribution is returned unchanged."""
-    if isinstance(regimes, RegimeDistribution):
-        out = regimes
-    elif isinstance(regimes, str) and regimes.strip().lower() in ("randomised", "randomized"):
-        out = RegimeDistribution.randomised(tuple(frame_shape))
-    elif isinstance(regimes, str) and regimes.strip().lower() == "presets":
-        if pde is None:
-            raise ValueError("regimes='presets' needs the pde")
-        out = RegimeDistribution.presets(pde)
-    else:
-        out = RegimeDistribution.from_regime(regimes, pde=pde)
-    out.check(tuple(frame_shape))
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -685,113 +361,6 @@ def controlled_rollout(
     }
 
 
-class _Chains:
-    """B persistent rollout chains: truncated backpropagation through long assimilation runs.
-
-    Chain b follows trajectory ``traj[b]`` of the data; ``time[b]`` is the index of the
-    next frame it generates, ``clock[b]`` the frames it has generated since its last reset,
-    ``context[b]`` its last k frames (its *own* frames after the first window, detached),
-    and ``params`` its regime (from :meth:`RegimeDistribution.draw`).  A reset puts a chain
-    at a uniform random time of a random trajectory with the true context and a new regime.
-    All indices live on the CPU; ``context`` on the data's device.
-    """
-
-    keys = ("stride", "steps", "offset", "count", "every", "phase", "sigma")
-
-    def __init__(self, batch: int, frames: torch.Tensor, k: int, dims: int) -> None:
-        self.traj = torch.zeros(batch, dtype=torch.long)
-        self.time = torch.zeros(batch, dtype=torch.long)
-        self.clock = torch.zeros(batch, dtype=torch.long)
-        self.live = torch.zeros(batch, dtype=torch.bool)
-        self.context = torch.zeros(
-            batch, k, *frames.shape[2:], dtype=frames.dtype, device=frames.device
-        )
-        self.params = {
-            "stride": torch.zeros(batch, dtype=torch.bool),
-            "steps": torch.ones(batch, dims, dtype=torch.long),
-            "offset": torch.zeros(batch, dims, dtype=torch.long),
-            "count": torch.ones(batch, dtype=torch.long),
-            "every": torch.ones(batch, dtype=torch.long),
-            "phase": torch.zeros(batch, dtype=torch.long),
-            "sigma": torch.ones(batch, dtype=torch.float32),
-        }
-
-    def tensors(self) -> dict[str, torch.Tensor]:
-        """The chains' state, for a checkpoint."""
-        out = {f"chains.{n}": getattr(self, n) for n in ("traj", "time", "clock", "live")}
-        out["chains.context"] = self.context
-        out.update({f"chains.param.{n}": v for n, v in self.params.items()})
-        return out
-
-    def load(self, tensors: dict[str, torch.Tensor]) -> None:
-        """Inverse of :meth:`tensors`."""
-        for n in ("traj", "time", "clock", "live"):
-            setattr(self, n, tensors[f"chains.{n}"].clone())
-        self.context = tensors["chains.context"].to(self.context)
-        self.params = {n: tensors[f"chains.param.{n}"].clone() for n in self.keys}
-
-    def advance(
-        self,
-        frames: torch.Tensor,
-        window: int,
-        regimes: RegimeDistribution,
-        reset_probability: float,
-        generator: torch.Generator,
-        span: int | None = None,
-    ) -> tuple[torch.Tensor, ...]:
-        """Reset the chains that need it, then draw the next window of every chain.
-
-        A chain is reset if it was never started, with probability ``reset_probability``,
-        or if its trajectory has fewer than ``window`` frames left; a reset chain starts at
-        a time leaving at least ``span`` (default ``window``) frames.
-
-        Returns ``(context (B, k, ...), truth (B, L, ...), observation (B, L, ...),
-        mask (B, L, ...), sigma (B,), rollout generator)``; the caller writes the generated
-        frames back with :meth:`push`.
-        """
-        batch, k = self.traj.shape[0], self.context.shape[1]
-        n, length = frames.shape[:2]
-        frame_shape = tuple(frames.shape[2:])
-        g = generator
-        # Resets (every random number is drawn whatever the outcome).
-        u_reset = torch.rand(batch, generator=g)
-        new_traj = torch.randint(0, n, (batch,), generator=g)
-        new_time = torch.randint(k, length - max(window, span or 0) + 1, (batch,), generator=g)
-        new_params = regimes.draw(batch, frame_shape, g)
-        reset = ~self.live | (u_reset < reset_probability) | (self.time + window > length)
-        self.traj = torch.where(reset, new_traj, self.traj)
-        self.time = torch.where(reset, new_time, self.time)
-        self.clock = torch.where(reset, torch.zeros_like(self.clock), self.clock)
-        for key, value in new_params.items():
-            r = reset.reshape(batch, *([1] * (value.ndim - 1)))
-            self.params[key] = torch.where(r, value, self.params[key])
-        dev = frames.device
-        true_context = frames[
-            self.traj[:, None].to(dev), (self.time[:, None] + torch.arange(-k, 0)).to(dev)
-        ]
-        r = reset.to(dev).reshape(batch, *([1] * (self.context.ndim - 1)))
-        self.context = torch.where(r, true_context, self.context)
-        self.live = torch.ones_like(self.live)
-        # The window.
-        index = (self.time[:, None] + torch.arange(window)).to(dev)
-        truth = frames[self.traj[:, None].to(dev), index]
-        mask = regimes.masks(self.params, self.clock, window, frame_shape, g).to(dev)
-        sigma = self.params["sigma"].to(truth)
-        sig = sigma.reshape(batch, *([1] * (truth.ndim - 1)))
-        observation = add_noise(truth * mask, sig, g, mask)
-        seed = int(torch.randint(0, 2**62, (1,), generator=g).item())
-        rollout_generator = torch.Generator(device=dev).manual_seed(seed)
-        return self.context, truth, observation, mask, sigma, rollout_generator
-
-    def push(self, generated: torch.Tensor) -> None:
-        """Continue every chain from its generated window ``(B, L, C, *space)`` (detached)."""
-        window = generated.shape[1]
-        k = self.context.shape[1]
-        self.context = torch.cat([self.context, generated.detach()], dim=1)[:, -k:]
-        self.time = self.time + window
-        self.clock = self.clock + window
-
-
 # ---------------------------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------------------------
@@ -907,7 +476,7 @@ def train_controller(
         network.parameters(), lr=tc.lr, betas=tc.adam_betas, weight_decay=tc.weight_decay
     )
     generator = torch.Generator().manual_seed(tc.seed + 1)
-    chains = _Chains(tc.batch_size, train, k, len(frame_shape) - 1)
+    chains = Chains(tc.batch_size, train, k)
     params = list(network.parameters())
 
     def rollout(window: tuple[Any, ...], detach_context: bool = False) -> dict[str, torch.Tensor]:
@@ -931,7 +500,8 @@ def train_controller(
             res = rollout(window, tc.detach_context)
             objective = res["objective"].mean()
             optimizer.zero_grad(set_to_none=True)
-            (objective / numel).backward()
+            if objective.requires_grad:  # else no window of the batch holds an observation:
+                (objective / numel).backward()  # u = 0 everywhere, nothing to learn
         chains.push(res["frames"])
         if tc.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
@@ -952,7 +522,7 @@ def train_controller(
         sums = dict.fromkeys(keys, 0.0)
         with torch.no_grad():
             for _ in range(tc.val_batches):
-                val_chains = _Chains(tc.batch_size, val, k, len(frame_shape) - 1)
+                val_chains = Chains(tc.batch_size, val, k)
                 for _ in range(windows):
                     window = val_chains.advance(val, length, dist, 0.0, g, span=windows * length)
                     res = rollout(window)
@@ -986,7 +556,8 @@ def train_controller(
         progress_fields=lambda m, lr: {"J": f"{m['objective']:.3g}", "KL": f"{m['kl']:.3g}"},
         headline="val_objective",
         extra_tensors=chains.tensors,
-        restore_extra=lambda tensors, _: chains.load(tensors),
+        extra_state=chains.state,
+        restore_extra=chains.load,
     )
     network.train()
     state = run_training(task, resume=resume, progress=progress, stop_after=stop_after)
