@@ -147,7 +147,14 @@ def test_resume_after_interruption_equals_uninterrupted(smoke_run, tiny, smoke, 
     other = dataclasses.replace(train_cfg, lr=1e-3)
     with pytest.raises(ValueError, match="different run"):
         train_ardm(tiny, model_cfg, other, tmp_path, progress=False)
-    # ... unless asked to start afresh; then the result differs
+    # only the length may change on resume: the finished run is extended, and the card says so
+    longer = train_ardm(
+        tiny, model_cfg, dataclasses.replace(train_cfg, steps=14), tmp_path, progress=False
+    )
+    assert longer["step"] == 14 and longer["history"][-1]["step"] == 14
+    assert longer["card"]["schedule_changes"] == [{"at_step": 12, "steps": [12, 14]}]
+    # ... a checkpoint of another run is refused unless asked to start afresh; then the
+    # result differs
     fresh = train_ardm(tiny, model_cfg, other, tmp_path, resume=False, progress=False)
     c = load_file(str(fresh["weights_path"]))
     assert any(not torch.equal(a[k], c[k]) for k in a)
@@ -169,3 +176,53 @@ def test_artifact_round_trip(tmp_path):
     zg = z.clone().requires_grad_(True)
     loaded(zg, sigma, ctx).sum().backward()
     assert zg.grad is not None and zg.grad.abs().sum() > 0
+
+
+KILLED_RUN = """
+import os, sys
+import ardm_infer.artifacts as artifacts
+from ardm_infer.ardm.training import ardm_presets, train_ardm
+from ardm_infer.data import DataConfig, load_dataset
+from ardm_infer.dynamics import KSConfig
+
+calls = []
+write = artifacts._atomic_write_bytes
+
+def write_then_die(data, path):
+    calls.append(path)
+    if len(calls) == 3:  # the step-8 checkpoint: killed half-way through writing it
+        artifacts._tmp_name(path).write_bytes(data[: len(data) // 2])
+        os._exit(9)
+    write(data, path)
+
+artifacts._atomic_write_bytes = write_then_die
+cfg = DataConfig("ks", KSConfig(length=32, grid=32, dt=0.1, output_interval=0.2), train=4,
+                 val=2, test=1, frames=24, burn_in=5.0)
+data = load_dataset(cfg, cache_dir=sys.argv[1])
+train_ardm(data, *ardm_presets("ks")["smoke"], sys.argv[2], progress=False)
+"""
+
+
+def test_a_killed_run_resumes_to_the_uninterrupted_weights(smoke_run, tiny, smoke, tmp_path):
+    """A process killed while writing a checkpoint leaves the previous one intact (atomic
+    writes); resuming from it gives the uninterrupted run's weights bit for bit."""
+    import os
+    import subprocess
+    import sys
+
+    ref_dir, _ = smoke_run
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLED_RUN, str(tmp_path / "data"), str(out)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 9, proc.stderr
+    assert json.loads((out / "checkpoint.json").read_text())["step"] == 4
+    assert not (out / "ardm-ks.safetensors").exists()
+    resumed = train_ardm(tiny, *smoke, out, progress=False)
+    assert resumed["completed"]
+    a = load_file(str(ref_dir / "ardm-ks.safetensors"))
+    b = load_file(str(out / "ardm-ks.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -1,4 +1,4 @@
-"""Training of the learned ARDM denoiser, resumable checkpoints, and read-only artifacts.
+"""Training of the learned ARDM denoiser: the EDM loss, training pairs, validation, presets.
 
 Objective (Karras et al. 2022, "Elucidating the Design Space of Diffusion-Based Generative
 Models", eq. 2 and Table 1): for a training pair (context c = frames [t-k, t), target
