@@ -4,7 +4,8 @@ The emitted frame is z_0 at level ``sigma_out``; that last bit of noise sets mos
 short-range ensemble spread of a sharp model.  This script runs unguided ensembles from the
 validation contexts for each candidate (``sigma_min = 4 sigma_out``) and reports the
 spread-skill ratio and RMSE over the first ``--frames`` frames; the candidate with SSR closest
-to 1 is printed last and, with ``--write``, stored in the card's ``sampler`` entry, which
+to 1 is printed last and, with ``--write``, stored in the card's ``sampler`` entry (and the
+edited card bound to the weights again, :func:`ardm_infer.artifacts.bind_card`), which
 ``load_ardm`` then uses as its default schedule.  The test split is never read.
 
     python benchmarks/tune_sampler.py --pde ks [--write]
@@ -20,6 +21,7 @@ import torch
 from ardm_infer import metrics
 from ardm_infer.ardm import Schedule
 from ardm_infer.ardm.pretrained import checkpoint_path, load_ardm
+from ardm_infer.artifacts import bind_card, card_path
 from ardm_infer.data import DataConfig, load_dataset
 
 
@@ -71,8 +73,8 @@ def main() -> None:
     schedule, ssr = best
     print(f"chosen sigma_out={schedule.sigma_out:g} sigma_min={schedule.sigma_min:g} ssr={ssr:.3f}")
     if args.write:
-        path = checkpoint_path(args.pde).with_suffix(".json")
-        card = json.loads(path.read_text())
+        weights = checkpoint_path(args.pde)
+        card = json.loads(card_path(weights).read_text())
         card["sampler"] = {
             "substeps": schedule.substeps,
             "sigma_max": schedule.sigma_max,
@@ -82,8 +84,10 @@ def main() -> None:
             "eta": schedule.eta,
             "chosen_by": "benchmarks/tune_sampler.py (validation split, SSR closest to 1)",
         }
-        path.write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
-        print(f"written to {path}")
+        # the card is bound to the weights: an intended edit is bound again (new sha256; a
+        # controller trained for the old sampler no longer matches this ARDM's identity)
+        card = bind_card(weights, card)
+        print(f"written to {card_path(weights)} (weights sha256 now {card['sha256'][:12]})")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import math
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_artifacts import denoiser_card_fields, random_denoiser
 
 from ardm_infer.ardm.nets import DenoiserConfig, build_denoiser
 from ardm_infer.ardm.training import (
@@ -146,26 +147,23 @@ def test_resume_after_interruption_equals_uninterrupted(smoke_run, tiny, smoke, 
     other = dataclasses.replace(train_cfg, lr=1e-3)
     with pytest.raises(ValueError, match="different run"):
         train_ardm(tiny, model_cfg, other, tmp_path, progress=False)
-    # ... unless asked to start afresh; then the result differs
+    # only the length may change on resume: the finished run is extended, and the card says so
+    longer = train_ardm(
+        tiny, model_cfg, dataclasses.replace(train_cfg, steps=14), tmp_path, progress=False
+    )
+    assert longer["step"] == 14 and longer["history"][-1]["step"] == 14
+    assert longer["card"]["schedule_changes"] == [{"at_step": 12, "steps": [12, 14]}]
+    # ... a checkpoint of another run is refused unless asked to start afresh; then the
+    # result differs
     fresh = train_ardm(tiny, model_cfg, other, tmp_path, resume=False, progress=False)
     c = load_file(str(fresh["weights_path"]))
     assert any(not torch.equal(a[k], c[k]) for k in a)
 
 
-def _random_model(seed: int = 0):
-    cfg = DenoiserConfig(dims=1, channels=1, context_frames=2, base_channels=8, groups=4)
-    model = build_denoiser(cfg, generator=torch.Generator().manual_seed(seed))
-    g = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.1 * torch.randn(p.shape, generator=g))
-    return model
-
-
 def test_artifact_round_trip(tmp_path):
-    model = _random_model()
+    model = random_denoiser()
     path = tmp_path / "m.safetensors"
-    card = save_artifact(model, {"note": "test"}, path)
+    card = save_artifact(model, {**denoiser_card_fields(), "note": "test"}, path)
     loaded, loaded_card = load_artifact(path)
     assert loaded_card == card and card["note"] == "test" and len(card["sha256"]) == 64
     for k, v in model.state_dict().items():
@@ -180,43 +178,51 @@ def test_artifact_round_trip(tmp_path):
     assert zg.grad is not None and zg.grad.abs().sum() > 0
 
 
-def test_corrupt_artifact_raises(tmp_path):
-    path = tmp_path / "m.safetensors"
-    save_artifact(_random_model(), {}, path)
-    data = bytearray(path.read_bytes())
-    data[-5] ^= 0xFF  # flip a byte inside the tensor data
-    path.write_bytes(bytes(data))
-    with pytest.raises(ValueError, match="sha256 mismatch"):
-        load_artifact(path)
-    path.write_bytes(bytes(data[: len(data) // 2]))  # truncated
-    with pytest.raises(ValueError, match="sha256 mismatch"):
-        load_artifact(path)
+KILLED_RUN = """
+import os, sys
+import ardm_infer.artifacts as artifacts
+from ardm_infer.ardm.training import ardm_presets, train_ardm
+from ardm_infer.data import DataConfig, load_dataset
+from ardm_infer.dynamics import KSConfig
+
+calls = []
+write = artifacts._atomic_write_bytes
+
+def write_then_die(data, path):
+    calls.append(path)
+    if len(calls) == 3:  # the step-8 checkpoint: killed half-way through writing it
+        artifacts._tmp_name(path).write_bytes(data[: len(data) // 2])
+        os._exit(9)
+    write(data, path)
+
+artifacts._atomic_write_bytes = write_then_die
+cfg = DataConfig("ks", KSConfig(length=32, grid=32, dt=0.1, output_interval=0.2), train=4,
+                 val=2, test=1, frames=24, burn_in=5.0)
+data = load_dataset(cfg, cache_dir=sys.argv[1])
+train_ardm(data, *ardm_presets("ks")["smoke"], sys.argv[2], progress=False)
+"""
 
 
-def test_missing_or_mismatched_card_raises(tmp_path):
-    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
-    save_artifact(_random_model(0), {}, a)
-    save_artifact(_random_model(1), {}, b)
-    card_a = json.loads(a.with_suffix(".json").read_text())
-    card_b = json.loads(b.with_suffix(".json").read_text())
-    # the card of another artifact
-    a.with_suffix(".json").write_text(json.dumps(card_b))
-    with pytest.raises(ValueError, match="sha256 mismatch"):
-        load_artifact(a)
-    # the right sha256 but an edited architecture
-    edited = {**card_a, "model_config": {**card_a["model_config"], "base_channels": 16}}
-    a.with_suffix(".json").write_text(json.dumps(edited))
-    with pytest.raises(ValueError, match="does not match"):
-        load_artifact(a)
-    # no sha256, not JSON, no card
-    a.with_suffix(".json").write_text(
-        json.dumps({k: v for k, v in card_a.items() if k != "sha256"})
+def test_a_killed_run_resumes_to_the_uninterrupted_weights(smoke_run, tiny, smoke, tmp_path):
+    """A process killed while writing a checkpoint leaves the previous one intact (atomic
+    writes); resuming from it gives the uninterrupted run's weights bit for bit."""
+    import os
+    import subprocess
+    import sys
+
+    ref_dir, _ = smoke_run
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLED_RUN, str(tmp_path / "data"), str(out)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
-    with pytest.raises(ValueError, match="no sha256"):
-        load_artifact(a)
-    a.with_suffix(".json").write_text("{not json")
-    with pytest.raises(ValueError, match="not valid JSON"):
-        load_artifact(a)
-    a.with_suffix(".json").unlink()
-    with pytest.raises(ValueError, match="no card"):
-        load_artifact(a)
+    assert proc.returncode == 9, proc.stderr
+    assert json.loads((out / "checkpoint.json").read_text())["step"] == 4
+    assert not (out / "ardm-ks.safetensors").exists()
+    resumed = train_ardm(tiny, *smoke, out, progress=False)
+    assert resumed["completed"]
+    a = load_file(str(ref_dir / "ardm-ks.safetensors"))
+    b = load_file(str(out / "ardm-ks.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -73,3 +73,15 @@ def test_strategies_run_on_the_shipped_ks_ardm(strategy):
     assert torch.isfinite(result.ensemble).all()
     # Two frames of a model whose short-range error is ~1e-2: every strategy stays close.
     assert (result.ensemble - problem.truth).abs().mean() < 0.2
+
+
+def test_card_and_normalisation_are_constructor_attributes():
+    """``load_ardm`` builds the ARDM with its card and normalisation; an ARDM built without
+    them (e.g. analytic) has None, not a missing attribute."""
+    from ardm_infer import ARDM
+
+    ardm = load_ardm("ks")
+    assert torch.equal(ardm.std, torch.tensor(ardm.card["normalisation"]["std"]))
+    assert torch.equal(ardm.mean, torch.tensor(ardm.card["normalisation"]["mean"]))
+    bare = ARDM(ardm.denoiser, ardm.schedule, ardm.frame_shape, ardm.context_length)
+    assert bare.card is None and bare.mean is None and bare.std is None

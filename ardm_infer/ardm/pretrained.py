@@ -2,8 +2,10 @@
 
 Each checkpoint is ``ardm_infer/checkpoints/ardm-<pde>.safetensors`` with its JSON card
 (data config, model config, training config, final losses, code version, sha256 and the
-normalisation statistics).  Loading verifies the sha256 of the weights against the card and
-refuses a corrupt or mismatched file with a clear error; no pickle is involved.
+normalisation statistics).  Loading verifies the card's schema, the sha256 of the weights
+against the card and the card's digest bound into the weights, and refuses a corrupt,
+mismatched or edited artifact with a clear error (:mod:`ardm_infer.artifacts`); no pickle is
+involved.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ from pathlib import Path
 import torch
 
 from ..systems import get_system
+from .artifact import load_artifact
 from .process import ARDM
 from .schedule import Schedule
-from .training import load_artifact
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
 SHIPPED = ("ks", "kolmogorov")
@@ -48,8 +50,8 @@ def load_ardm(
         device: where to put the weights (default CPU).
 
     Returns:
-        An :class:`ARDM` with ``card`` (dict), ``mean`` and ``std`` (``(channels,)``, the
-        normalisation of its training data) attached.
+        An :class:`ARDM` whose ``card`` (dict), ``mean`` and ``std`` (``(channels,)``, the
+        normalisation of its training data) come from its verified card.
     """
     path = checkpoint_path(name)
     if not path.exists():
@@ -64,14 +66,13 @@ def load_ardm(
     if schedule is None:
         sampler = {k: v for k, v in card.get("sampler", {}).items() if k != "chosen_by"}
         schedule = Schedule(**sampler)
-    ardm = ARDM(
+    return ARDM(
         denoiser,
         schedule,
         frame_shape,
         cfg.context_frames,
         name=f"ardm-{data['pde']}",
+        card=card,
+        mean=torch.tensor(card["normalisation"]["mean"]),
+        std=torch.tensor(card["normalisation"]["std"]),
     )
-    ardm.card = card
-    ardm.mean = torch.tensor(card["normalisation"]["mean"])
-    ardm.std = torch.tensor(card["normalisation"]["std"])
-    return ardm

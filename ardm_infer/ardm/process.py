@@ -9,6 +9,7 @@ The ARDM works in normalised units (see :meth:`ardm_infer.data.Dataset.normalise
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -44,6 +45,9 @@ class ARDM:
         frame_shape: ``(channels, *space)``.
         context_length: k.
         name: label used in reports.
+        card: the artifact card of a learned denoiser (None for analytic ones).
+        mean, std: ``(channels,)``, the normalisation of the training data (the ARDM works
+            in normalised units ``(x - mean) / std``); None when not known.
     """
 
     stochastic = True
@@ -55,6 +59,10 @@ class ARDM:
         frame_shape: tuple[int, ...],
         context_length: int,
         name: str = "ardm",
+        *,
+        card: dict[str, Any] | None = None,
+        mean: torch.Tensor | None = None,
+        std: torch.Tensor | None = None,
     ) -> None:
         if context_length < 1:
             raise ValueError("context_length must be >= 1")
@@ -63,6 +71,9 @@ class ARDM:
         self._frame_shape = tuple(frame_shape)
         self._context_length = context_length
         self.name = name
+        self.card = card
+        self.mean = mean
+        self.std = std
         self.denoiser_calls = 0
 
     @property

@@ -1,4 +1,4 @@
-"""Training of the learned ARDM denoiser, resumable checkpoints, and read-only artifacts.
+"""Training of the learned ARDM denoiser: the EDM loss, training pairs, validation, presets.
 
 Objective (Karras et al. 2022, "Elucidating the Design Space of Diffusion-Based Generative
 Models", eq. 2 and Table 1): for a training pair (context c = frames [t-k, t), target
@@ -21,18 +21,14 @@ Every random number (parameter init, training pairs, sigma, eps) comes from expl
 ``torch.Generator`` objects seeded from ``TrainConfig.seed``; validation uses its own fixed
 generator, so successive validation losses are comparable.
 
-Checkpoints: every ``checkpoint_every`` steps ``out_dir/checkpoint.safetensors`` is written
-atomically (temporary file, fsync, ``os.replace``).  It holds the model, EMA and optimiser
-tensors and the data generator's state (a uint8 tensor); the step, loss history, optimiser
-hyper-parameters and configs are JSON in the file's metadata (so tensors and state can never
-be out of step) and are mirrored to the human-readable sidecar ``out_dir/checkpoint.json``.
-Resuming restores all of it, so an interrupted-and-resumed run produces exactly the same
-weights as an uninterrupted one (on the same device and thread count).
+Checkpoints, resume, history and the progress bar are the shared loop of
+:mod:`ardm_infer.training_loop`; a killed run resumed from ``out_dir/checkpoint.safetensors``
+produces exactly the weights of an uninterrupted one (same device and thread count).
 
 Artifacts: ``out_dir/<name>.safetensors`` (EMA weights only) and ``out_dir/<name>.json``, a
 card with the data, model and training configs, final losses, wall time, code version,
-normalisation statistics and the sha256 of the weights file.  :func:`load_artifact` verifies
-the sha256 and the configs before loading and raises ``ValueError`` otherwise.
+normalisation statistics and the sha256 of the weights file, bound to the weights
+(:mod:`ardm_infer.ardm.artifact`, :mod:`ardm_infer.artifacts`).
 
 Shapes: data splits are ``(trajectories, frames, channels, *space)``; a training batch is a
 target ``(batch, channels, *space)`` and a context ``(batch, k, channels, *space)``.
@@ -41,23 +37,16 @@ target ``(batch, channels, *space)`` and a context ``(batch, k, channels, *space
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
-import math
-import os
-import sys
-import time
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 
-from .nets import Denoiser, DenoiserConfig, build_denoiser, count_parameters
+from ..artifacts import CHECKPOINT_FORMAT, card_path
+from ..training_loop import TrainingTask, card_fields, learning_rate, run_result, run_training
+from .artifact import ARTIFACT_FORMAT, load_artifact, save_artifact
+from .nets import Denoiser, DenoiserConfig, build_denoiser
 
 __all__ = [
     "ARTIFACT_FORMAT",
@@ -73,11 +62,6 @@ __all__ = [
     "save_artifact",
     "train_ardm",
 ]
-
-ARTIFACT_FORMAT = "ardm_infer.denoiser/1"
-CHECKPOINT_FORMAT = "ardm_infer.checkpoint/1"
-_CARD_KIND = "ardm_denoiser"
-
 
 # ---------------------------------------------------------------------------------------------
 # Configs and presets
@@ -274,17 +258,6 @@ def ardm_presets(pde: str) -> dict[str, tuple[DenoiserConfig, TrainConfig]]:
 # ---------------------------------------------------------------------------------------------
 
 
-def learning_rate(step: int, config: TrainConfig) -> float:
-    """Learning rate of optimiser step ``step`` (0-based): linear warm-up over
-    ``warmup_steps``, then cosine decay from ``lr`` to ``min_lr_ratio * lr`` at ``steps``."""
-    if step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
-    span = max(1, config.steps - config.warmup_steps)
-    progress = min(1.0, (step - config.warmup_steps) / span)
-    cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
-    return config.lr * (config.min_lr_ratio + (1.0 - config.min_lr_ratio) * cosine)
-
-
 def sample_training_pairs(
     frames: torch.Tensor, context_frames: int, batch_size: int, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -389,289 +362,6 @@ def evaluate_denoiser(
 
 
 # ---------------------------------------------------------------------------------------------
-# File helpers
-# ---------------------------------------------------------------------------------------------
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
-def _atomic_save_tensors(
-    tensors: dict[str, torch.Tensor], metadata: dict[str, str], path: Path
-) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(path)
-    try:
-        save_file(
-            {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()},
-            str(tmp),
-            metadata=metadata,
-        )
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _atomic_write_text(text: str, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(path)
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-# ---------------------------------------------------------------------------------------------
-# Artifacts
-# ---------------------------------------------------------------------------------------------
-
-
-def card_path(weights_path: str | Path) -> Path:
-    """The card that belongs to a weights file: same name, ``.json`` suffix."""
-    return Path(weights_path).with_suffix(".json")
-
-
-def save_artifact(model: Denoiser, card_extra: dict[str, Any], path: str | Path) -> dict[str, Any]:
-    """Save ``model``'s weights as safetensors at ``path`` and its card next to it.
-
-    The card (``path`` with suffix ``.json``) holds ``card_extra`` plus ``format``, ``kind``,
-    ``model_config``, ``parameters``, ``code_version``, ``created_utc``, ``weights_file`` and
-    ``sha256`` (of the weights file).  Both files are written atomically, weights first.
-
-    Returns:
-        The card.
-    """
-    from .._version import code_version
-
-    path = Path(path)
-    if path.suffix != ".safetensors":
-        raise ValueError(f"artifact path must end in .safetensors, got {path}")
-    model_config = model.config.to_dict()
-    _atomic_save_tensors(
-        dict(model.state_dict()),
-        {"format": ARTIFACT_FORMAT, "model_config": json.dumps(model_config, sort_keys=True)},
-        path,
-    )
-    card = {
-        **card_extra,
-        "format": ARTIFACT_FORMAT,
-        "kind": _CARD_KIND,
-        "model_config": model_config,
-        "parameters": count_parameters(model),
-        "code_version": code_version(),
-        "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
-        "weights_file": path.name,
-        "sha256": _sha256(path),
-    }
-    _atomic_write_text(json.dumps(card, indent=2, sort_keys=True) + "\n", card_path(path))
-    return card
-
-
-def load_verified_module(
-    path: str | Path,
-    kind: str,
-    label: str,
-    config_type: Any,
-    build: Any,
-    device: str | torch.device | None = None,
-) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Load a network artifact (weights + JSON card), verifying it first.
-
-    Checks, in order: the card exists and is valid JSON with ``kind``; the sha256 of the
-    weights file equals the card's; the file parses as safetensors; the model config stored
-    in the weights' metadata equals the card's; the tensors fit ``build(config)`` exactly and
-    are finite.  Any failure raises ``ValueError`` saying which check failed (a missing
-    weights file raises ``FileNotFoundError``); nothing is ever loaded silently.  Shared by
-    the ARDM denoiser and the controller.
-
-    Args:
-        path: the ``.safetensors`` weights file.
-        kind: the card's expected ``kind``.
-        label: a human name for messages (e.g. "ARDM denoiser").
-        config_type: class with ``from_dict``/``to_dict`` for the card's ``model_config``.
-        build: ``config -> nn.Module``.
-        device: where to put the module (default CPU).
-
-    Returns:
-        ``(module in eval mode with frozen parameters, card)``.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no {label} weights file at {path}")
-    cpath = card_path(path)
-    if not cpath.is_file():
-        raise ValueError(
-            f"{label} {path} has no card: expected {cpath}; refusing to load unverified weights"
-        )
-    try:
-        card = json.loads(cpath.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"card {cpath} is not valid JSON ({err})") from err
-    if not isinstance(card, dict) or card.get("kind") != kind:
-        raise ValueError(f"card {cpath} is not a {label} card (kind={kind!r})")
-    expected = card.get("sha256")
-    if not isinstance(expected, str):
-        raise ValueError(f"card {cpath} has no sha256; refusing to load unverified weights")
-    actual = _sha256(path)
-    if actual != expected:
-        raise ValueError(
-            f"sha256 mismatch for {path}: file has {actual}, card {cpath} says {expected}; "
-            f"the weights are corrupt or the card belongs to another {label}"
-        )
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            metadata = fh.metadata() or {}
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as err:
-        raise ValueError(f"{path} is not a readable safetensors file ({err})") from err
-    try:
-        config = config_type.from_dict(card["model_config"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise ValueError(f"card {cpath} has an invalid model_config ({err})") from err
-    stored = json.loads(metadata.get("model_config", "null"))
-    if stored != config.to_dict():
-        raise ValueError(
-            f"card {cpath} does not match the weights {path}: model_config {config.to_dict()} "
-            f"vs {stored} stored with the weights"
-        )
-    module = build(config)
-    try:
-        module.load_state_dict(tensors, strict=True)
-    except RuntimeError as err:
-        raise ValueError(
-            f"weights {path} do not fit the architecture in card {cpath}: {err}"
-        ) from err
-    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if bad:
-        raise ValueError(f"weights {path} contain non-finite values in {bad[:5]}")
-    module.eval().requires_grad_(False)
-    if device is not None:
-        module.to(device)
-    return module, card
-
-
-def load_artifact(
-    path: str | Path, device: str | torch.device | None = None
-) -> tuple[Denoiser, dict[str, Any]]:
-    """Load a denoiser saved by :func:`save_artifact` (read-only: eval mode, no grad on
-    parameters; gradients still flow to the inputs), verified by
-    :func:`load_verified_module`.
-
-    Returns:
-        ``(denoiser, card)``.
-    """
-    return load_verified_module(path, _CARD_KIND, "ARDM denoiser", DenoiserConfig, Denoiser, device)
-
-
-# ---------------------------------------------------------------------------------------------
-# Checkpoints
-# ---------------------------------------------------------------------------------------------
-
-
-def _checkpoint_tensors(
-    model: Denoiser,
-    ema: Denoiser,
-    optimizer: torch.optim.Optimizer,
-    generator: torch.Generator,
-) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    tensors: dict[str, torch.Tensor] = {}
-    for k, v in model.state_dict().items():
-        tensors[f"model.{k}"] = v
-    for k, v in ema.state_dict().items():
-        tensors[f"ema.{k}"] = v
-    osd = optimizer.state_dict()
-    other: dict[str, dict[str, Any]] = {}
-    for idx, st in osd["state"].items():
-        for key, value in st.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"optimizer.{idx}.{key}"] = value
-            else:
-                other.setdefault(str(idx), {})[key] = value
-    tensors["rng.train"] = generator.get_state()
-    return tensors, {"param_groups": osd["param_groups"], "state_other": other}
-
-
-def _write_checkpoint(
-    out_dir: Path,
-    model: Denoiser,
-    ema: Denoiser,
-    optimizer: torch.optim.Optimizer,
-    generator: torch.Generator,
-    state: dict[str, Any],
-) -> None:
-    tensors, opt_json = _checkpoint_tensors(model, ema, optimizer, generator)
-    full = {**state, "optimizer": opt_json}
-    text = json.dumps(full, sort_keys=True)
-    _atomic_save_tensors(
-        tensors, {"format": CHECKPOINT_FORMAT, "state": text}, out_dir / "checkpoint.safetensors"
-    )
-    _atomic_write_text(
-        json.dumps(full, indent=2, sort_keys=True) + "\n", out_dir / "checkpoint.json"
-    )
-
-
-def _read_checkpoint(
-    path: Path,
-) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            metadata = fh.metadata() or {}
-        tensors = load_file(str(path))
-        if metadata.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"format {metadata.get('format')!r} != {CHECKPOINT_FORMAT!r}")
-        state = json.loads(metadata["state"])
-    except (SafetensorError, OSError, ValueError, KeyError) as err:
-        raise ValueError(
-            f"cannot resume from {path} ({err}); delete it or pass resume=False"
-        ) from err
-    return tensors, state
-
-
-def _restore_checkpoint(
-    tensors: dict[str, torch.Tensor],
-    state: dict[str, Any],
-    model: Denoiser,
-    ema: Denoiser,
-    optimizer: torch.optim.Optimizer,
-    generator: torch.Generator,
-) -> None:
-    def sub(prefix: str) -> dict[str, torch.Tensor]:
-        return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-
-    model.load_state_dict(sub("model."), strict=True)
-    ema.load_state_dict(sub("ema."), strict=True)
-    opt_state: dict[int, dict[str, Any]] = {}
-    for k, v in sub("optimizer.").items():
-        idx, key = k.split(".", 1)
-        opt_state.setdefault(int(idx), {})[key] = v
-    for idx, extra in state["optimizer"]["state_other"].items():
-        opt_state.setdefault(int(idx), {}).update(extra)
-    groups = state["optimizer"]["param_groups"]
-    for group in groups:
-        if "betas" in group:
-            group["betas"] = tuple(group["betas"])
-    optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
-    generator.set_state(tensors["rng.train"])
-
-
-# ---------------------------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------------------------
 
@@ -770,157 +460,64 @@ def train_ardm(
     ema = copy.deepcopy(model).requires_grad_(False)
     optimizer = _make_optimizer(model, tc)
     generator = torch.Generator().manual_seed(tc.seed + 1)
-
-    identity = {
-        "name": name,
-        "data_key": dataset.config.key(),
-        "model_config": cfg.to_dict(),
-        "training_config": tc.to_dict(),
-    }
-    state: dict[str, Any] = {
-        **identity,
-        "step": 0,
-        "history": [],
-        "window_loss_sum": 0.0,
-        "window_steps": 0,
-        "wall_seconds": 0.0,
-    }
-    ckpt = out_dir / "checkpoint.safetensors"
-    if resume and ckpt.exists():
-        tensors, stored = _read_checkpoint(ckpt)
-        differing = [k for k, v in identity.items() if stored.get(k) != v]
-        if differing:
-            raise ValueError(
-                f"checkpoint {ckpt} was written for a different run (differs in {differing}); "
-                "use another out_dir or resume=False"
-            )
-        _restore_checkpoint(tensors, stored, model, ema, optimizer, generator)
-        stored.pop("optimizer")
-        state = stored
-
-    def evaluate(step: int) -> dict[str, Any]:
-        count = state["window_steps"]
-        entry = {
-            "step": step,
-            "lr": learning_rate(max(step - 1, 0), tc) if step else 0.0,
-            "train_loss": state["window_loss_sum"] / count if count else None,
-            "val_loss": None,
-            "val_mse_by_sigma": None,
-        }
-        result = evaluate_denoiser(ema, val, tc)
-        if result is not None:
-            entry["val_loss"] = result["loss"]
-            entry["val_mse_by_sigma"] = result["mse_by_sigma"]
-        state["history"].append(entry)
-        state["window_loss_sum"] = 0.0
-        state["window_steps"] = 0
-        return entry
-
-    wall_before = float(state["wall_seconds"])
-    t0 = time.perf_counter()
-
-    def save_checkpoint() -> None:
-        state["wall_seconds"] = wall_before + time.perf_counter() - t0
-        _write_checkpoint(out_dir, model, ema, optimizer, generator, state)
-
-    if state["step"] == 0 and not state["history"]:
-        evaluate(0)
-    bar = tqdm(
-        total=tc.steps,
-        initial=state["step"],
-        desc=f"train {name}",
-        unit="step",
-        disable=not progress,
-        file=sys.stderr,
-        dynamic_ncols=True,
-    )
-    model.train()
     params = list(model.parameters())
     k = cfg.context_frames
-    try:
-        while state["step"] < tc.steps:
-            if stop_after is not None and state["step"] >= stop_after:
-                save_checkpoint()
-                return {
-                    "completed": False,
-                    "step": state["step"],
-                    "name": name,
-                    "weights_path": None,
-                    "card_path": None,
-                    "final_train_loss": None,
-                    "final_val_loss": None,
-                    "final_val_mse_by_sigma": None,
-                    "wall_seconds": state["wall_seconds"],
-                    "history": state["history"],
-                    "card": None,
-                }
-            step = state["step"]
-            lr = learning_rate(step, tc)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            target, context = sample_training_pairs(train, k, tc.batch_size, generator)
-            sigma, noise = _draw_sigma_noise(target, tc, generator)
-            loss = edm_loss(model, target, context, sigma, noise).mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if tc.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
-            optimizer.step()
-            _update_ema(ema, model, min(tc.ema_decay, (step + 2) / (step + 11)))
-            value = loss.item()
-            if not math.isfinite(value):
-                raise RuntimeError(f"training loss became {value} at step {step}")
-            state["step"] = step + 1
-            state["window_loss_sum"] += value
-            state["window_steps"] += 1
-            bar.update(1)
-            if state["step"] % 10 == 0 or state["step"] == tc.steps:
-                bar.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.2e}", refresh=False)
-            if tc.val_every and state["step"] % tc.val_every == 0:
-                entry = evaluate(state["step"])
-                if entry["val_loss"] is not None:
-                    bar.set_postfix(
-                        loss=f"{value:.4f}", val=f"{entry['val_loss']:.4f}", refresh=False
-                    )
-            if tc.checkpoint_every and state["step"] % tc.checkpoint_every == 0:
-                save_checkpoint()
-    finally:
-        bar.close()
 
-    if state["history"][-1]["step"] != state["step"] or state["window_steps"]:
-        evaluate(state["step"])
-    if tc.checkpoint_every:
-        save_checkpoint()
-    else:
-        state["wall_seconds"] = wall_before + time.perf_counter() - t0
+    def train_step(step: int) -> dict[str, float]:
+        target, context = sample_training_pairs(train, k, tc.batch_size, generator)
+        sigma, noise = _draw_sigma_noise(target, tc, generator)
+        loss = edm_loss(model, target, context, sigma, noise).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if tc.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
+        optimizer.step()
+        _update_ema(ema, model, min(tc.ema_decay, (step + 2) / (step + 11)))
+        return {"loss": loss.item()}
+
+    def validate() -> dict[str, Any]:
+        result = evaluate_denoiser(ema, val, tc)
+        if result is None:
+            return {"val_loss": None, "val_mse_by_sigma": None}
+        return {"val_loss": result["loss"], "val_mse_by_sigma": result["mse_by_sigma"]}
+
+    task = TrainingTask(
+        name=name,
+        out_dir=out_dir,
+        identity={
+            "name": name,
+            "data_key": dataset.config.key(),
+            "model_config": cfg.to_dict(),
+            "training_config": tc.to_dict(),
+        },
+        config=tc,
+        optimizer=optimizer,
+        modules={"model": model, "ema": ema},
+        generators={"train": generator},
+        metrics=("loss",),
+        train_step=train_step,
+        validate=validate,
+        progress_fields=lambda m, lr: {"loss": f"{m['loss']:.4f}", "lr": f"{lr:.2e}"},
+        headline="val_loss",
+    )
+    model.train()
+    state = run_training(task, resume=resume, progress=progress, stop_after=stop_after)
+    weights_path = out_dir / f"{name}.safetensors"
     final = state["history"][-1]
     train_losses = [h["train_loss"] for h in state["history"] if h["train_loss"] is not None]
-    card_extra = {
-        "name": name,
-        "data_config": dataset.config.to_dict(),
-        "data_key": dataset.config.key(),
-        "training_config": tc.to_dict(),
-        "steps_completed": state["step"],
+    finals = {
         "final_train_loss": train_losses[-1] if train_losses else None,
         "final_val_loss": final["val_loss"],
         "final_val_mse_by_sigma": final["val_mse_by_sigma"],
-        "wall_seconds": state["wall_seconds"],
-        "device": str(dev),
-        "normalisation": {"mean": dataset.mean.tolist(), "std": dataset.std.tolist()},
-        "history": state["history"],
     }
-    weights_path = out_dir / f"{name}.safetensors"
-    card = save_artifact(ema.to("cpu"), card_extra, weights_path)
-    return {
-        "completed": True,
-        "step": state["step"],
-        "name": name,
-        "weights_path": weights_path,
-        "card_path": card_path(weights_path),
-        "final_train_loss": card_extra["final_train_loss"],
-        "final_val_loss": final["val_loss"],
-        "final_val_mse_by_sigma": final["val_mse_by_sigma"],
-        "wall_seconds": state["wall_seconds"],
-        "history": state["history"],
-        "card": card,
-    }
+    card = None
+    if state["completed"]:
+        fields = {
+            **card_fields(state, dev),
+            "data_config": dataset.config.to_dict(),
+            "data_key": dataset.config.key(),
+            "normalisation": {"mean": dataset.mean.tolist(), "std": dataset.std.tolist()},
+            **finals,
+        }
+        card = save_artifact(ema.to("cpu"), fields, weights_path)
+    return run_result(state, weights_path, card, finals)

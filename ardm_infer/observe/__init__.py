@@ -1,4 +1,5 @@
-"""Observations: operators, noise, the one log-likelihood, and regimes (docs/design.md §2, §6).
+"""Observations: operators, noise, the one log-likelihood, regimes and distributions over them
+(docs/design.md §2, §6).
 
 Canonical representation: an observation of frames ``(..., channels, *space)`` is kept
 *lifted* to the full grid (zeros where unobserved) together with a boolean mask of the
@@ -6,6 +7,7 @@ same (or broadcastable) shape.  :class:`LinearOperator` covers any other linear 
 vector observations ``(..., n_observations)``.
 """
 
+from .distribution import RegimeDistribution, resolve_regimes
 from .likelihood import (
     log_likelihood,
     log_likelihood_linear,
@@ -42,6 +44,7 @@ __all__ = [
     "ObservationOperator",
     "RandomFraction",
     "Regime",
+    "RegimeDistribution",
     "Spatial",
     "Stride",
     "add_noise",
@@ -53,5 +56,6 @@ __all__ = [
     "parse_regime",
     "preset",
     "random_mask",
+    "resolve_regimes",
     "subsample_mask",
 ]

@@ -17,7 +17,8 @@ Unobserved frames have an all-False mask.
 
 Spatial patterns
 ----------------
-* :class:`Stride` -- every ``step``-th location along each spatial axis, starting at 0.
+* :class:`Stride` -- every ``step``-th location along each spatial axis, starting at
+  ``phase`` (default 0).
 * :class:`RandomFraction` -- exactly ``round(fraction * n_points)`` locations drawn
   uniformly without replacement, redrawn independently for every frame.
 * :class:`Full` -- every location.
@@ -31,13 +32,15 @@ whitespace tolerant::
 
     spec   := item ("," item)*
     item   := PRESET | "full" | key "=" value
-    key    := "stride" | "fraction" | "every" | "sigma" | "offset"
+    key    := "stride" | "phase" | "fraction" | "every" | "sigma" | "offset"
     stride := INT | INT "x" INT ["x" INT ...]      (one per spatial axis; "8" == "8x8")
+    phase  := INT | INT "x" INT ["x" INT ...]      (first observed index per axis, < stride)
     fraction := FLOAT | FLOAT "%"                   (in (0, 1]; "2%" == "0.02")
     every  := INT >= 1         sigma := FLOAT > 0 (finite)         offset := INT >= 0
 
 Exactly one spatial pattern (``stride=``, ``fraction=``, ``full`` or a preset's), an
-``every`` and a ``sigma`` are required; ``offset`` defaults to 0.  A preset name may be
+``every`` and a ``sigma`` are required; ``offset`` and ``phase`` default to 0 (``phase`` only
+with a stride).  A preset name may be
 combined with overrides, e.g. ``"sparse-gappy, sigma=0.2"``.  Examples::
 
     "sparse"                           (needs pde= because the systems' strides differ)
@@ -45,9 +48,14 @@ combined with overrides, e.g. ``"sparse-gappy, sigma=0.2"``.  Examples::
     "fraction=0.02,every=1,sigma=0.1"
     "full, every=2, sigma=0.5"
     "stride=8x8, every=1, sigma=0.1"
+    "stride=16, phase=5, every=8, sigma=0.1, offset=3"
 
 Equality of regimes ignores ``name``; different spellings of the same regime compare equal
 and, for the same generator, draw identical masks and observations.
+
+Length: this file is the one home of a regime -- its parts, timing rule, masks, presets and
+spec grammar with its parser (about 740 lines); it is kept whole so that every rule a regime
+follows is read, and changed, in one place.
 """
 
 from __future__ import annotations
@@ -96,7 +104,7 @@ _PRESET_FRACTION = 0.02
 _PRESET_GAPPY_EVERY = 8
 _PRESET_SIGMA = 0.1
 
-_KEYS = ("stride", "fraction", "every", "sigma", "offset")
+_KEYS = ("stride", "fraction", "every", "sigma", "offset", "phase")
 _SPATIAL_KEYS = ("stride", "fraction", "full")
 _EXAMPLES = (
     "'sparse' (a preset: " + ", ".join(PRESET_NAMES) + "), "
@@ -109,62 +117,87 @@ _INT = re.compile(r"[+-]?[0-9]+")
 # --------------------------------------------------------------------------- spatial parts
 
 
-def _positive_int(value: object, what: str) -> int:
-    """``value`` as a Python int >= 1; ``ValueError`` otherwise (bools and floats rejected)."""
+def _integer(value: object, what: str, minimum: int) -> int:
+    """``value`` as a Python int >= ``minimum`` (0 or 1); ``ValueError`` otherwise (bools and
+    floats rejected)."""
+    kind = "a positive integer" if minimum == 1 else "a non-negative integer"
     if isinstance(value, bool):
-        raise ValueError(f"{what} must be a positive integer; got {value!r}")
+        raise ValueError(f"{what} must be {kind}; got {value!r}")
     try:
         number = _operator.index(value)
     except TypeError as error:
-        raise ValueError(f"{what} must be a positive integer; got {value!r}") from error
-    if number < 1:
-        raise ValueError(f"{what} must be a positive integer; got {number}")
+        raise ValueError(f"{what} must be {kind}; got {value!r}") from error
+    if number < minimum:
+        raise ValueError(f"{what} must be {kind}; got {number}")
     return number
+
+
+def _per_axis_ints(value: object, what: str, minimum: int) -> int | tuple[int, ...]:
+    """An int or a tuple of ints >= ``minimum``; a tuple of equal entries becomes the int."""
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        values = tuple(_integer(v, what, minimum) for v in value)
+        if not values:
+            raise ValueError(f"{what} tuple must not be empty")
+        return values[0] if len(set(values)) == 1 else values
+    return _integer(value, what, minimum)
+
+
+def _axes_value(value: int | tuple[int, ...]) -> str:
+    return str(value) if isinstance(value, int) else "x".join(str(v) for v in value)
 
 
 @dataclass(frozen=True)
 class Stride:
-    """Observe every ``step``-th location along each spatial axis (indices ``0, step, ...``).
+    """Observe every ``step``-th location along each spatial axis, from index ``phase``
+    (indices ``phase, phase + step, ...``).
 
-    ``step`` is an int (same on every axis) or a tuple with one entry per spatial axis.
-    A tuple whose entries are all equal is stored as the int, so ``Stride((8, 8)) ==
-    Stride(8)``: both mean "every 8th point on every axis".  On a grid with ``n_a`` points
-    on axis ``a`` this observes ``ceil(n_a / step_a)`` points per axis.
+    ``step`` and ``phase`` are ints (same on every axis) or tuples with one entry per spatial
+    axis, with ``0 <= phase < step`` on every axis.  A tuple whose entries are all equal is
+    stored as the int, so ``Stride((8, 8)) == Stride(8)``: both mean "every 8th point on
+    every axis".  On a grid with ``n_a`` points on axis ``a`` this observes
+    ``ceil((n_a - phase_a) / step_a)`` points per axis.
     """
 
     step: int | tuple[int, ...]
+    phase: int | tuple[int, ...] = 0
 
     def __post_init__(self) -> None:
-        step = self.step
-        if isinstance(step, Sequence) and not isinstance(step, str):
-            steps = tuple(_positive_int(s, "stride") for s in step)
-            if not steps:
-                raise ValueError("stride tuple must not be empty")
-            canonical: int | tuple[int, ...] = steps[0] if len(set(steps)) == 1 else steps
-        else:
-            canonical = _positive_int(step, "stride")
-        object.__setattr__(self, "step", canonical)
+        object.__setattr__(self, "step", _per_axis_ints(self.step, "stride", 1))
+        object.__setattr__(self, "phase", _per_axis_ints(self.phase, "phase", 0))
+        n = max(len(v) if isinstance(v, tuple) else 1 for v in (self.step, self.phase))
+        if any(p >= s for s, p in zip(self.steps(n), self.phases(n), strict=True)):
+            raise ValueError(
+                f"phase must be smaller than the stride on every axis (0 <= phase < stride); "
+                f"got phase {_axes_value(self.phase)} with stride {self.spec_value()}"
+            )
 
     def steps(self, n_spatial_axes: int) -> tuple[int, ...]:
         """The step on each of ``n_spatial_axes`` axes (``ValueError`` on a rank mismatch)."""
-        if isinstance(self.step, int):
-            return (self.step,) * n_spatial_axes
-        if len(self.step) != n_spatial_axes:
+        return self._per_axis(self.step, n_spatial_axes, "stride")
+
+    def phases(self, n_spatial_axes: int) -> tuple[int, ...]:
+        """The phase on each of ``n_spatial_axes`` axes (``ValueError`` on a rank mismatch)."""
+        return self._per_axis(self.phase, n_spatial_axes, "phase")
+
+    def _per_axis(self, value: int | tuple[int, ...], n: int, what: str) -> tuple[int, ...]:
+        if isinstance(value, int):
+            return (value,) * n
+        if len(value) != n:
             raise ValueError(
-                f"stride {self.spec_value()} has {len(self.step)} entries but the grid has "
-                f"{n_spatial_axes} spatial axis/axes; give one stride per axis or a single int"
+                f"{what} {_axes_value(value)} has {len(value)} entries but the grid has "
+                f"{n} spatial axis/axes; give one {what} per axis or a single int"
             )
-        return self.step
+        return value
 
     def spec_value(self) -> str:
-        """``"16"`` or ``"8x4"``."""
-        if isinstance(self.step, int):
-            return str(self.step)
-        return "x".join(str(s) for s in self.step)
+        """``"16"`` or ``"8x4"`` (the stride)."""
+        return _axes_value(self.step)
 
     def spec(self) -> str:
-        """Canonical spec item, e.g. ``"stride=16"``."""
-        return f"stride={self.spec_value()}"
+        """Canonical spec item(s), e.g. ``"stride=16"`` or ``"stride=16, phase=3"``."""
+        if self.phase == 0:
+            return f"stride={self.spec_value()}"
+        return f"stride={self.spec_value()}, phase={_axes_value(self.phase)}"
 
 
 @dataclass(frozen=True)
@@ -238,18 +271,8 @@ class Regime:
                 "spatial must be Stride(step), RandomFraction(fraction) or Full(); "
                 f"got {self.spatial!r}"
             )
-        object.__setattr__(self, "every", _positive_int(self.every, "every"))
-        if isinstance(self.offset, bool):
-            raise ValueError(f"offset must be a non-negative integer; got {self.offset!r}")
-        try:
-            offset = _operator.index(self.offset)
-        except TypeError as error:
-            raise ValueError(
-                f"offset must be a non-negative integer; got {self.offset!r}"
-            ) from error
-        if offset < 0:
-            raise ValueError(f"offset must be a non-negative integer; got {offset}")
-        object.__setattr__(self, "offset", offset)
+        object.__setattr__(self, "every", _integer(self.every, "every", 1))
+        object.__setattr__(self, "offset", _integer(self.offset, "offset", 0))
         if isinstance(self.sigma, bool):
             raise ValueError(f"sigma must be a positive finite number; got {self.sigma!r}")
         try:
@@ -295,7 +318,7 @@ class Regime:
         """
         shape = _check_frame_shape(frame_shape)
         space = shape[1:]
-        horizon = _positive_int(horizon, "horizon")
+        horizon = _integer(horizon, "horizon", 1)
         if isinstance(self.spatial, Stride):
             for axis, (size, step) in enumerate(
                 zip(space, self.spatial.steps(len(space)), strict=True)
@@ -305,6 +328,7 @@ class Regime:
                         f"stride {step} is larger than the grid: spatial axis {axis} has only "
                         f"{size} points (frame_shape {shape}); use stride <= {size}"
                     )
+            self.spatial.phases(len(space))  # one phase per axis
         elif isinstance(self.spatial, RandomFraction):
             n_points = math.prod(space)
             expected = self.spatial.fraction * n_points
@@ -325,15 +349,15 @@ class Regime:
     # ------------------------------------------------------------------ masks
 
     def observed_frames(
-        self, horizon: int, *, device: torch.device | str | None = None
+        self, horizon: int, *, start: int = 0, device: torch.device | str | None = None
     ) -> torch.Tensor:
-        """Which of the frames ``t = 1..horizon`` are observed.
+        """Which of the frames ``t = start + 1 .. start + horizon`` are observed.
 
         Returns:
-            Boolean ``(horizon,)``; entry ``t - 1`` is ``t > offset and (t - offset) %
-            every == 0``.
+            Boolean ``(horizon,)``; entry ``t - start - 1`` is ``t > offset and
+            (t - offset) % every == 0``.
         """
-        t = torch.arange(1, horizon + 1, device=device)
+        t = torch.arange(start + 1, start + horizon + 1, device=device)
         return (t > self.offset) & ((t - self.offset) % self.every == 0)
 
     def masks(
@@ -361,7 +385,36 @@ class Regime:
             Boolean ``(horizon, channels, *space)``; all False on unobserved frames.
         """
         self.validate(frame_shape, horizon)
-        shape = tuple(int(n) for n in frame_shape)
+        return self.window_masks(frame_shape, 0, horizon, generator, device=device)
+
+    def window_masks(
+        self,
+        frame_shape: Sequence[int],
+        start: int,
+        frames: int,
+        generator: torch.Generator | None = None,
+        *,
+        device: torch.device | str | None = None,
+    ) -> torch.Tensor:
+        """Masks of the frames ``t = start + 1 .. start + frames`` (a window of a longer run).
+
+        The same rule as :meth:`masks` (which is ``window_masks`` from ``start = 0`` after
+        :meth:`validate`); a window may hold no observed frame at all.  Random masks draw
+        ``frames`` masks from ``generator``.
+
+        Args:
+            frame_shape: ``(channels, *space)``.
+            start: frames of the run before the window (>= 0).
+            frames: the window's length (>= 1).
+            generator: required for :class:`RandomFraction`; otherwise unused.
+            device: device of the result (default: the generator's device, else CPU).
+
+        Returns:
+            Boolean ``(frames, channels, *space)``; all False on unobserved frames.
+        """
+        shape = _check_frame_shape(frame_shape)
+        start = _integer(start, "start", 0)
+        frames = _integer(frames, "frames", 1)
         if device is None:
             device = generator.device if generator is not None else torch.device("cpu")
         device = torch.device(device)
@@ -370,17 +423,20 @@ class Regime:
                 raise ValueError(
                     "a random-fraction regime needs an explicit torch.Generator to draw its masks"
                 )
-            frames = random_mask(
-                shape, self.spatial.fraction, generator, batch_shape=(horizon,), device=device
+            masks = random_mask(
+                shape, self.spatial.fraction, generator, batch_shape=(frames,), device=device
             )
         else:
             if isinstance(self.spatial, Stride):
-                frame = subsample_mask(shape, self.spatial.steps(len(shape) - 1), device=device)
+                n = len(shape) - 1
+                frame = subsample_mask(
+                    shape, self.spatial.steps(n), self.spatial.phases(n), device=device
+                )
             else:
                 frame = torch.ones(shape, dtype=torch.bool, device=device)
-            frames = frame.expand(horizon, *shape)
-        observed = self.observed_frames(horizon, device=device).view(horizon, *(1,) * len(shape))
-        return frames & observed
+            masks = frame.expand(frames, *shape)
+        observed = self.observed_frames(frames, start=start, device=device)
+        return masks & observed.view(frames, *(1,) * len(shape))
 
     def observe(
         self, truth: torch.Tensor, generator: torch.Generator
@@ -447,7 +503,7 @@ def _unknown_preset(name: str) -> ValueError:
     return ValueError(
         f"unknown regime preset {name!r}; {_suggest(name, [*PRESET_NAMES, 'full'])}"
         f"known presets: {', '.join(PRESET_NAMES)}; or write key=value items such as "
-        "'stride=16, every=8, sigma=0.1' (keys: stride, fraction, every, sigma, offset, "
+        "'stride=16, every=8, sigma=0.1' (keys: stride, fraction, every, sigma, offset, phase, "
         "and the bare word 'full')"
     )
 
@@ -538,10 +594,10 @@ def _parse_float(key: str, value: str, spec: str, expected: str) -> float:
 def _parse_value(key: str, value: str, spec: str) -> object:
     if not value:
         raise ValueError(f"missing value for {key} in regime spec {spec!r} (write {key}=...)")
-    if key == "stride":
+    if key in ("stride", "phase"):
         parts = [part.strip() for part in value.split("x")]
-        steps = tuple(_parse_int("stride", part, 1, spec) for part in parts)
-        return Stride(steps)
+        numbers = tuple(_parse_int(key, part, 1 if key == "stride" else 0, spec) for part in parts)
+        return Stride(numbers) if key == "stride" else numbers
     if key == "fraction":
         expected = "a number in (0, 1] or a percentage like 2%"
         if value.endswith("%"):
@@ -644,11 +700,23 @@ def parse_regime(spec: str | Regime, pde: str | None = None) -> Regime:
             spatial = parsed  # type: ignore[assignment]
         values[key] = parsed
 
+    if base is not None and spatial is None:
+        spatial = base.spatial
+    if "phase" in values:
+        if not isinstance(spatial, Stride):
+            raise ValueError(
+                f"phase=... in regime spec {spec!r} needs a stride pattern (stride=... or a "
+                "strided preset); it is the first observed index of the stride on each axis"
+            )
+        try:
+            spatial = replace(spatial, phase=values["phase"])
+        except ValueError as error:
+            raise ValueError(f"{error} in regime spec {spec!r}") from error
     if base is not None:
-        overridden = spatial is not None or bool(values)
+        overridden = spatial != base.spatial or bool(values)
         regime = replace(
             base,
-            spatial=spatial if spatial is not None else base.spatial,
+            spatial=spatial,
             every=values.get("every", base.every),
             sigma=values.get("sigma", base.sigma),
             offset=values.get("offset", base.offset),

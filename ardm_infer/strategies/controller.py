@@ -29,9 +29,9 @@ from typing import Any
 import torch
 
 from ..ardm.pretrained import CHECKPOINT_DIR, SHIPPED
+from ..controller.artifact import load_controller
 from ..controller.network import Controller, ControllerGuidance
 from ..controller.preview import preview_window
-from ..controller.training import load_controller
 from ..process import Process
 from .base import Problem, StrategyState, initial_window, propagate, register, require_guided_ardm
 
