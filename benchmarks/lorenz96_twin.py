@@ -97,7 +97,19 @@ def main() -> None:
     parser.add_argument("--burn-in", type=int, default=500, help="discarded first cycles")
     parser.add_argument("--spin-up", type=int, default=2000, help="RK4 steps before the truth")
     parser.add_argument("--seed", type=int, default=0, help="seed of truth, noise and members")
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        metavar="LABEL",
+        help=f"run only these lines (default all: {' '.join(m.label for m in METHODS)})",
+    )
     args = parser.parse_args()
+    labels = [m.label for m in METHODS]
+    unknown = sorted(set(args.methods or []) - set(labels))
+    if unknown:
+        parser.error(f"unknown methods {unknown}; choose from {labels}")
+    methods = [m for m in METHODS if args.methods is None or m.label in args.methods]
 
     model = Lorenz96()
     g = torch.Generator().manual_seed(args.seed)
@@ -109,7 +121,7 @@ def main() -> None:
     problem = make_problem(frames, 1, REGIME, g)
     scored = slice(args.burn_in, horizon)
 
-    for method in METHODS:
+    for method in methods:
         start = time.perf_counter()
         result = assimilate(
             model,
