@@ -429,8 +429,10 @@ class SMC:
         ``ess`` (after reweighting, before resampling), ``resampled`` (bool),
         ``log_evidence`` (running log p^(y_{1:t})), ``log_weights`` (normalised weights of
         the emitted particles, ``(members, trajectories)``), ``kl`` (particle-mean control
-        energy of the guided proposal, zeros for bootstrap); ``resample_count`` is the running
-        number of resampling events per trajectory.
+        energy of the guided proposal, zeros for bootstrap), ``tempering_stages`` (long: the
+        progressive-correction stages before the last one, 0 without tempering; ``ess`` is
+        then the last stage's); ``resample_count`` is the running number of resampling
+        events per trajectory (the stages' resamplings not included).
 
         Raises:
             RuntimeError: if every particle of a trajectory gets zero weight (log-weights all
