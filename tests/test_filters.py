@@ -294,7 +294,7 @@ def test_proposal_inflation_keeps_the_jittered_model_exact():
 
 
 def test_proposal_inflation_without_its_correction_is_detected():
-    """The same check fails if the weight correction is dropped (DAPPER-style exponent)."""
+    """The same check fails when the inflated jitter is not corrected in the weights."""
     twin, problem = twin_problem()
     p = 0.4
     jittered = LinearGaussianTwin(twin.transition, p**2 * torch.eye(DIM, dtype=torch.float64))
