@@ -34,6 +34,26 @@ padding (perturbed-obs), so nothing loops over trajectories.
 Multiplicative inflation (Anderson & Anderson 1999) scales the forecast anomalies before the
 analysis, on analysis frames and only for trajectories that observe something there.
 
+Relaxation to prior spread (``rtps = alpha``, Whitaker & Hamill 2012, eq. 3) rescales the
+analysis anomalies of every entry after the analysis so that the analysis spread moves a
+fraction alpha back toward the forecast spread (before inflation):
+
+    x_a^i <- x_a_mean + (alpha sigma_f / sigma_a + 1 - alpha) (x_a^i - x_a_mean),
+
+i.e. ``sigma_a <- (1 - alpha) sigma_a + alpha sigma_f`` entry by entry, the mean unchanged.
+
+Fixed-lag smoother (``lag = L > 0``): the ensemble Kalman smoother of Evensen & van Leeuwen
+(2000) over a window of L frames.  The filter runs L frames ahead of the frame it emits; each
+analysis of frame s also updates the stored ensembles of frames s - L .. s - 1 with the same
+ensemble transform / gain, through their cross-covariances with frame s.  It is computed as
+the analysis of the augmented state [x_s, x_{s-1}, ..., x_{s-L}] whose lagged part is
+unobserved (Evensen 2003 §5), so it holds for both variants and for localisation (the lagged
+entries at a grid location take that location's transform or Gaspari-Cohn taper).  Inflation
+and RTPS act on the filter's frame only (the lagged anomalies enter un-inflated; DAPPER's
+``EnKS`` does the same).  Frame t is emitted once the observations of frames t+1 .. t+L are in,
+p(x_t | y_{<= t+L}) (the last L frames of the horizon see fewer); the filter's own ensemble,
+not the smoothed one, continues the forecast.
+
 Shapes: the ensemble of one frame is ``(members, trajectories, C, *space)``; observation and
 mask of one frame are ``(trajectories, C, *space)``.  Internally the frame is flattened to
 ``D = C * prod(space)`` with the channel leading, so entry ``d`` sits at grid location
@@ -57,6 +77,7 @@ __all__ = [
     "localisation_kernel",
     "periodic_distance",
     "perturbed_analysis",
+    "relax_to_prior_spread",
 ]
 
 VARIANTS = ("perturbed", "etkf")
@@ -396,6 +417,69 @@ def perturbed_analysis(
     return analysis.permute(2, 0, 1).reshape(ensemble.shape)
 
 
+def relax_to_prior_spread(
+    forecast: torch.Tensor, analysis: torch.Tensor, factor: float, mask: torch.Tensor
+) -> torch.Tensor:
+    """Relaxation to prior spread (RTPS; Whitaker & Hamill 2012, eq. 3).
+
+        x_a^i <- m_a + (alpha sigma_f / sigma_a + 1 - alpha) (x_a^i - m_a),
+
+    with sigma_f, sigma_a the member standard deviations (``1/(N-1)``) of every entry of the
+    forecast and the analysis, so the analysis spread becomes ``(1 - alpha) sigma_a +
+    alpha sigma_f`` entry by entry and the mean ``m_a`` is unchanged.  Entries with
+    sigma_a = 0 and trajectories that observe nothing at this frame are left as they are.
+
+    Args:
+        forecast: ``(members, trajectories, C, *space)`` (before inflation).
+        analysis: the same shape.
+        factor: alpha in [0, 1].
+        mask: ``(trajectories, C, *space)`` bool, the frame's observed entries.
+
+    Returns:
+        The relaxed analysis, ``analysis``-shaped.
+    """
+    if factor == 0:
+        return analysis
+    mean = analysis.mean(0, keepdim=True)
+    spread_a = analysis.std(0, keepdim=True)
+    spread_f = forecast.std(0, keepdim=True)
+    scale = factor * spread_f / spread_a.clamp_min(torch.finfo(analysis.dtype).tiny)
+    scale = torch.where(spread_a > 0, scale + 1.0 - factor, torch.ones_like(scale))
+    observed = mask.reshape(mask.shape[0], -1).any(-1).to(analysis.device)
+    observed = observed.view(1, -1, *([1] * (analysis.ndim - 2)))
+    return torch.where(observed, mean + scale * (analysis - mean), analysis)
+
+
+def _augment(
+    frame: torch.Tensor,
+    lagged: list[torch.Tensor],
+    observation: torch.Tensor,
+    mask: torch.Tensor,
+    inflation: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The augmented state of the fixed-lag smoother, stacked along the channel axis.
+
+    ``frame`` ``(members, trajectories, C, *space)`` and the ``lagged`` ensembles (same shape
+    each) become ``(members, trajectories, C * (1 + len(lagged)), *space)``; the lagged part is
+    unobserved (mask False, observation 0) and its anomalies are divided by ``inflation`` on
+    the trajectories that observe something, so that the analysis's inflation leaves them
+    un-inflated.  Returns ``(ensemble, observation, mask)``.
+    """
+    stacked = torch.cat(lagged, dim=2)
+    observed = mask.reshape(mask.shape[0], -1).any(-1).to(frame.device)
+    if inflation != 1.0:
+        mean = stacked.mean(0, keepdim=True)
+        factor = torch.where(observed, 1.0 / inflation, 1.0).to(frame.dtype)
+        factor = factor.view(1, -1, *([1] * (frame.ndim - 2)))
+        stacked = mean + (stacked - mean) * factor
+    hidden = torch.zeros(stacked.shape[1:], dtype=torch.bool, device=mask.device)
+    return (
+        torch.cat([frame, stacked], dim=2),
+        torch.cat([observation, torch.zeros_like(stacked[0], dtype=observation.dtype)], dim=1),
+        torch.cat([mask, hidden], dim=1),
+    )
+
+
 # --------------------------------------------------------------------------- the strategy
 
 
@@ -430,12 +514,19 @@ class EnsembleKalmanFilter:
             initial_spread: std of Gaussian perturbations added by ``init`` to the context
                 of every member (from the generator); a deterministic process needs > 0,
                 or all members stay identical and no analysis can act.
+            rtps: relaxation to prior spread alpha in [0, 1] (Whitaker & Hamill 2012;
+                module docstring), applied after every analysis; 0 (default) is none.
+            lag: fixed-lag smoother window L >= 0 (module docstring): frame t is emitted
+                after the observations up to t + L are assimilated; 0 (default) is the
+                filter.
         """
 
         variant: str = "etkf"
         inflation: float = 1.0
         localisation_radius: float | None = None
         initial_spread: float = 0.0
+        rtps: float = 0.0
+        lag: int = 0
 
         def __post_init__(self) -> None:
             if self.variant not in VARIANTS:
@@ -448,6 +539,14 @@ class EnsembleKalmanFilter:
                 )
             if not (math.isfinite(self.initial_spread) and self.initial_spread >= 0):
                 raise ValueError(f"initial_spread must be >= 0, got {self.initial_spread}")
+            if not 0.0 <= self.rtps <= 1.0:
+                raise ValueError(f"rtps must be in [0, 1], got {self.rtps}")
+            if isinstance(self.lag, bool) or not isinstance(self.lag, int) or self.lag < 0:
+                raise ValueError(f"lag must be an integer >= 0, got {self.lag!r}")
+
+    def lookahead(self, config: Config) -> int:
+        """Frames of future observations read before a frame is emitted: ``config.lag``."""
+        return config.lag
 
     def init(
         self,
@@ -485,12 +584,48 @@ class EnsembleKalmanFilter:
         config: Config,
         generator: torch.Generator,
     ) -> StrategyState:
-        """Forecast frame t for every member, then analyse it if frame t is observed."""
+        """Forecast frame t for every member, then analyse it if frame t is observed.
+
+        With ``config.lag = L > 0`` the filter first advances to frame min(t + L, horizon - 1)
+        (:meth:`_advance_smoother`) and frame t's smoothed ensemble is emitted.
+        """
+        if config.lag > 0:
+            return self._advance_smoother(process, problem, state, t, config, generator)
         with torch.no_grad():
             frame = propagate(process, state.window, generator, frame=t).frame
             if problem.observed(t):
                 frame = self._analyse(frame, problem, t, config, generator, state)
             state.push(frame)
+        return state
+
+    def _advance_smoother(
+        self,
+        process: Process,
+        problem: Problem,
+        state: StrategyState,
+        t: int,
+        config: Config,
+        generator: torch.Generator,
+    ) -> StrategyState:
+        """Filter frames up to min(t + lag, horizon - 1), smoothing the pending frames, and
+        emit frame t.
+
+        ``state.extra["smoother_pending"]`` holds the not yet emitted frames' ensembles
+        (``(members, trajectories, C, *space)`` each, oldest first) and
+        ``state.extra["smoother_filtered"]`` the last frame the filter has reached;
+        ``state.window`` is the filter's window.
+        """
+        pending = state.extra.setdefault("smoother_pending", [])
+        reached = state.extra.get("smoother_filtered", t - 1)
+        with torch.no_grad():
+            for s in range(reached + 1, min(t + config.lag, problem.horizon - 1) + 1):
+                frame = propagate(process, state.window, generator, frame=s).frame
+                if problem.observed(s):
+                    frame = self._analyse(frame, problem, s, config, generator, state, pending)
+                pending.append(frame)
+                state.window = torch.cat([state.window[:, :, 1:], frame.unsqueeze(2)], dim=2)
+                state.extra["smoother_filtered"] = s
+            state.frames.append(pending.pop(0).clone())  # not a view of the augmented state
         return state
 
     @staticmethod
@@ -501,29 +636,42 @@ class EnsembleKalmanFilter:
         config: Config,
         generator: torch.Generator,
         state: StrategyState,
+        lagged: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """Analysis of ``frame`` ``(members, trajectories, C, *space)``; records diagnostics."""
+        """Analysis of ``frame`` ``(members, trajectories, C, *space)``; records diagnostics.
+
+        ``lagged`` (smoother): earlier frames' ensembles, updated in place in the list with
+        the same analysis (augmented state, module docstring).
+        """
         mask = problem.mask_at(t).to(frame.device)
         observation = problem.observation[:, t].to(frame.device, frame.dtype)
+        ensemble, observed, where = frame, observation, mask
+        if lagged:
+            ensemble, observed, where = _augment(frame, lagged, observation, mask, config.inflation)
         if config.variant == "etkf":
             analysis = etkf_analysis(
-                frame,
-                observation,
-                mask,
+                ensemble,
+                observed,
+                where,
                 problem.sigma,
                 config.inflation,
                 config.localisation_radius,
             )
         else:
             analysis = perturbed_analysis(
-                frame,
-                observation,
-                mask,
+                ensemble,
+                observed,
+                where,
                 problem.sigma,
                 generator,
                 config.inflation,
                 config.localisation_radius,
             )
+        if lagged:
+            parts = analysis.split(frame.shape[2], dim=2)
+            analysis = parts[0]
+            lagged[:] = list(parts[1:])
+        analysis = relax_to_prior_spread(frame, analysis, config.rtps, mask)
         reduce = tuple(range(1, frame.ndim - 1))
         weight = mask.to(frame.dtype)
         count = weight.sum(reduce)

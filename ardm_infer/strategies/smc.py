@@ -36,6 +36,45 @@ particles.  Frames already emitted are not rewritten: the ensemble trajectory re
 sequence of *filtering* particle sets, the frame emitted at t being the particles after
 (possible) resampling at t with log-weights ``diagnostics["log_weights"][t]``.
 
+Other resampling schemes (``Config.resampling``): stratified (Kitagawa 1996), residual (Liu &
+Chen 1998) and multinomial (Gordon et al. 1993); all are unbiased (particle i is copied N W^i
+times in expectation); systematic and residual add the least resampling noise (Douc, Cappe &
+Moulines 2005).
+
+Regularisation (``Config.regularisation``, the regularised particle filter of Musso, Oudjane
+& Le Gland 2001; Doucet et al. 2001 §12.2): after resampling, the duplicated particles (or all
+of them) are moved by a Gaussian kernel whose covariance is the weighted covariance of the
+particles before resampling (the states of the whole window, dimension d = k * C * prod(space)),
+
+    x^i <- x^i + reg * h * C^(1/2) xi^i,   h = N^(-1 / (d + 4))   (Scott's rule),
+    C = sum_i W^i (x^i - m)(x^i - m)^T / (1 - sum_i (W^i)^2),   m = sum_i W^i x^i,
+
+so that a deterministic process (Lorenz-96) or a nearly deterministic ARDM frame still
+diversifies its particles.  This is how DAPPER's ``PartFilt`` (``reg``, ``nuj``) regularises.
+It replaces a sum of Dirac masses by a kernel density: a bias that vanishes as N grows, which
+the path-space weights do not correct (they stay exact for the proposal itself).  The plain
+kernel adds (reg h)^2 C to the covariance (which, on deterministic dynamics, doubles as
+covariance inflation); ``regularisation_kernel="shrunk"`` (Liu & West 2001) also pulls every
+particle toward m, x^i <- m + a (x^i - m) + b C^(1/2) xi^i with b = min(reg h, 1),
+a = sqrt(1 - b^2), so mean and covariance are kept.
+
+Progressive correction (``Config.tempering_ess``; Oudjane & Musso 2000, the tempering of
+Jasra et al. 2011 with kernel moves): when the whole likelihood of frame t would drop the ESS
+below ``tempering_ess * members``, it is brought in by stages p(y|x)^delta_j (sum delta_j = 1),
+each delta the largest keeping that ESS (bisection); between stages the particles are
+resampled and moved by the regularisation kernel (the plain kernel's bandwidth scaled by
+sqrt(delta_j), so one frame's stages add the kernel variance of one resampling) and their
+likelihood re-evaluated.  The log-evidence increment is the sum of the stages' log-normalisers.
+This keeps a broad prior (an uncertain start) from collapsing onto a handful of particles; the
+kernel moves are not invariant for the posterior, so it is an approximation of the same kind as
+the regularisation, not an exact SMC sampler.
+
+Proposal inflation (``Config.proposal_inflation``, DAPPER's ``qroot``; Chen 2003 §VI-M.2):
+with ``process_noise`` sigma_q > 0 the jitter is drawn with the variance multiplied by
+``lambda = proposal_inflation`` and corrected in the weight by the exact density ratio
+p/q of the two Gaussians, ``-(lambda - 1) |xi|^2 / 2 + (d_frame / 2) log lambda``
+(xi the standard normal draw), so the filter still targets the model with noise sigma_q.
+
 The log-evidence estimate is the standard unbiased one (Del Moral 2004, Proposition 7.4.1):
 
     log p^(y_{1:t}) = sum_{s <= t} log sum_i W_{s-1}^i w_s^i,
@@ -56,49 +95,165 @@ from ..guidance import Guidance
 from ..observe import log_likelihood
 from ..process import Process
 from .base import Problem, StrategyState, initial_window, propagate, register
+from .resampling import (
+    REGULARISATION_KERNELS,
+    RESAMPLING_METHODS,
+    effective_sample_size,
+    regularisation_noise,
+    resample_ancestors,
+    systematic_resample,
+)
 
-__all__ = ["SMC", "effective_sample_size", "systematic_resample"]
+__all__ = [
+    "REGULARISATION_KERNELS",
+    "RESAMPLING_METHODS",
+    "SMC",
+    "effective_sample_size",
+    "regularisation_noise",
+    "resample_ancestors",
+    "systematic_resample",
+]
+
+MAX_TEMPERING_STAGES = 100  # progressive correction: the rest of the likelihood comes at once
+TEMPERING_BISECTIONS = 30
 
 
-def effective_sample_size(log_weights: torch.Tensor) -> torch.Tensor:
-    """ESS = 1 / sum_i W_i^2 (Kong, Liu & Wong 1994), per trajectory.
+def _jitter(
+    frame: torch.Tensor, config: Any, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``frame + sqrt(lambda) sigma_q xi`` ``(members, trajectories, C, *space)`` and the log
+    density ratio log p - log q of the model noise N(0, sigma_q^2) to the proposal noise
+    N(0, lambda sigma_q^2), ``(members, trajectories)`` (None when lambda = 1)."""
+    xi = torch.randn(frame.shape, generator=generator, dtype=frame.dtype, device=frame.device)
+    inflation = config.proposal_inflation
+    if inflation == 1.0:
+        return frame + config.process_noise * xi, None
+    jittered = frame + math.sqrt(inflation) * config.process_noise * xi
+    squares = xi.square().reshape(*frame.shape[:2], -1)
+    correction = -0.5 * (inflation - 1.0) * squares.sum(-1)
+    correction = correction + 0.5 * squares.shape[-1] * math.log(inflation)
+    return jittered, correction
 
-    ``log_weights``: normalised over members, ``(members, trajectories)``; returns
-    ``(trajectories,)``.
+
+def _check_collapse(log_normaliser: torch.Tensor, t: int, members: int) -> None:
+    """Raise if a trajectory's weights all vanished (``log_normaliser`` ``(trajectories,)``
+    not finite), naming the frame and the trajectories."""
+    collapsed = ~torch.isfinite(log_normaliser)
+    if bool(collapsed.any()):
+        which = torch.nonzero(collapsed).flatten().tolist()
+        raise RuntimeError(
+            f"smc: the weights of all {members} particles collapsed (every log-weight is -inf "
+            f"or NaN) at frame t={t} for trajectories {which}; the observations are impossible "
+            "under the proposal (sigma too small, observations far from every particle, or "
+            "diverged particles); use more particles, a guided proposal or a larger sigma"
+        )
+
+
+def _finite_or_impossible(log_values: torch.Tensor) -> torch.Tensor:
+    """NaN and +inf log-weights (diverged particles) count as zero weight (-inf)."""
+    impossible = torch.full((), -math.inf, dtype=log_values.dtype, device=log_values.device)
+    return torch.where(torch.isnan(log_values) | (log_values == math.inf), impossible, log_values)
+
+
+def _tempering_step(
+    joint: torch.Tensor, likelihood: torch.Tensor, remaining: torch.Tensor, target: float
+) -> torch.Tensor:
+    """The largest exponent delta in (0, remaining] (bisection, per trajectory) whose
+    reweighting ``joint + delta * likelihood`` keeps ESS >= target; ``(trajectories,)``.
+
+    ``joint``, ``likelihood``: ``(members, trajectories)``; ``remaining``: ``(trajectories,)``.
+    Where even the smallest bisected step falls below the target, that smallest step is taken
+    (so every stage makes progress).
     """
-    return torch.exp(-torch.logsumexp(2 * log_weights, dim=0))
+
+    def ess(delta: torch.Tensor) -> torch.Tensor:
+        staged = joint + delta * likelihood
+        return effective_sample_size(staged - torch.logsumexp(staged, dim=0))
+
+    low = torch.zeros_like(remaining)
+    high = remaining.clone()
+    for _ in range(TEMPERING_BISECTIONS):
+        middle = 0.5 * (low + high)
+        good = ess(middle) >= target
+        low = torch.where(good, middle, low)
+        high = torch.where(good, high, middle)
+    return torch.where(low > 0, low, high)
 
 
-def systematic_resample(log_weights: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Systematic resampling (Kitagawa 1996), independently for every trajectory.
+def _progressive_correction(
+    window: torch.Tensor,
+    joint: torch.Tensor,
+    likelihood: torch.Tensor,
+    problem: Problem,
+    t: int,
+    config: Any,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Bring the observation of frame t in by stages (progressive correction, Oudjane & Musso
+    2000; adaptive tempering, Jasra et al. 2011).
 
-    One uniform U_n ~ U[0, 1) per trajectory n gives the N positions p_j = (j + U_n) / N,
-    j = 0..N-1; particle i gets the positions falling in [C_{i-1}, C_i), with C the cumulative
-    normalised weights.  Every particle is copied floor(N W_i) or ceil(N W_i) times and the
-    expected number of copies is N W_i (unbiased).  Particles of zero weight are never chosen.
+    While the full remaining likelihood p(y|x)^r would drop the ESS below
+    ``tempering_ess * members``, a stage reweights by p(y|x)^delta (delta from
+    :func:`_tempering_step`), resamples, regularises (:func:`regularisation_noise`) and
+    re-evaluates the likelihood at the moved particles; r -= delta.  The last stage (the
+    remaining exponent r) is left to the caller's ordinary reweighting and resampling.
 
     Args:
-        log_weights: ``(members, trajectories)`` log-weights (normalisation not required).
-        generator: draws the ``trajectories`` uniforms.
+        window: ``(members, trajectories, k, C, *space)``, the new frame last.
+        joint: log W_{t-1} + the non-likelihood increments, ``(members, trajectories)``.
+        likelihood: log p(y_t | x_t) of the particles, ``(members, trajectories)``.
 
     Returns:
-        Ancestor indices ``(members, trajectories)`` (long), non-decreasing along members.
+        ``(window, joint, earlier, stages)``: the moved particles, the log-weights including
+        the remaining likelihood fraction, the summed log-normalisers of the earlier stages
+        ``(trajectories,)`` (their sum with the last stage's is the evidence increment), and
+        the number of earlier stages per trajectory ``(trajectories,)`` (long).
     """
-    members, trajectories = log_weights.shape
-    dtype = log_weights.dtype
-    if dtype in (torch.float16, torch.bfloat16):
-        dtype = torch.float32
-    weights = torch.softmax(log_weights.to(dtype), dim=0).T  # (trajectories, members)
-    cdf = torch.cumsum(weights, dim=-1)
-    # The last cumulative weight is 1 by definition; pin it against round-off.
-    cdf = torch.cat([cdf[:, :-1], torch.ones_like(cdf[:, -1:])], dim=-1).contiguous()
-    offset = torch.rand(
-        (trajectories, 1), generator=generator, dtype=dtype, device=log_weights.device
-    )
-    steps = torch.arange(members, dtype=dtype, device=log_weights.device)
-    positions = ((steps + offset) / members).contiguous()  # (trajectories, members)
-    ancestors = torch.searchsorted(cdf, positions, right=True).clamp_(max=members - 1)
-    return ancestors.T.contiguous()
+    members, trajectories = joint.shape
+    target = config.tempering_ess * members
+    remaining = torch.ones(trajectories, dtype=joint.dtype, device=joint.device)
+    earlier = torch.zeros_like(remaining)
+    stages = torch.zeros(trajectories, dtype=torch.long, device=joint.device)
+    keep = torch.arange(members, device=joint.device).unsqueeze(1)
+    columns = torch.arange(trajectories, device=joint.device).unsqueeze(0)
+    uniform = torch.full((), -math.log(members), dtype=joint.dtype, device=joint.device)
+    likelihood = _finite_or_impossible(likelihood)
+    plain = config.regularisation_kernel == "plain"
+    for _ in range(MAX_TEMPERING_STAGES):
+        full = joint + remaining * likelihood
+        active = effective_sample_size(full - torch.logsumexp(full, dim=0)) < target
+        if not bool(active.any()):
+            break
+        delta = _tempering_step(joint, likelihood, remaining, target)
+        staged = joint + delta * likelihood
+        normaliser = torch.logsumexp(staged, dim=0)
+        _check_collapse(normaliser, t, members)
+        staged = staged - normaliser
+        ancestors = resample_ancestors(staged, config.resampling, generator)
+        ancestors = torch.where(active.unsqueeze(0), ancestors, keep)
+        window = window[ancestors, columns] + regularisation_noise(
+            window,
+            staged,
+            ancestors,
+            active,
+            config.regularisation * (delta.sqrt() if plain else 1.0),
+            config.jitter_duplicates_only,
+            generator,
+            config.regularisation_kernel,
+        )
+        moved = log_likelihood(
+            problem.observation[:, t],
+            window[:, :, -1],
+            problem.mask_at(t),
+            problem.sigma,
+            frame_ndim=len(problem.frame_shape),
+        ).to(joint.dtype)
+        likelihood = torch.where(active.unsqueeze(0), _finite_or_impossible(moved), likelihood)
+        joint = torch.where(active.unsqueeze(0), uniform, joint)
+        earlier = torch.where(active, earlier + normaliser, earlier)
+        remaining = torch.where(active, remaining - delta, remaining)
+        stages = stages + active.long()
+    return window, joint + remaining * likelihood, earlier, stages
 
 
 def _check_proposal(process: Process, config: Any) -> None:
@@ -142,11 +297,38 @@ class SMC:
             Lorenz-96 where a bootstrap filter would otherwise never diversify its particles.
             This *changes the model* to x_t = f(c_{t-1}) + process_noise * xi: the filter is
             then exact for that model, not for the original dynamics.
+        resampling: one of :data:`RESAMPLING_METHODS` (default ``"systematic"``).
+        regularisation: the factor ``reg`` >= 0 on Scott's bandwidth of the post-resampling
+            kernel jitter (module docstring; DAPPER's ``reg``); 0 (default) adds none.
+        regularisation_kernel: ``"plain"`` (default; DAPPER's jitter, which adds
+            (reg h)^2 C to the covariance) or ``"shrunk"`` (Liu & West 2001: the jitter
+            plus a pull toward the weighted mean that keeps mean and covariance); see
+            :func:`regularisation_noise`.
+        jitter_duplicates_only: with the plain kernel, jitter only particles drawn more
+            than once at resampling (default True, DAPPER's ``nuj``), else all (the shrunk
+            kernel moves all).
+        initial_spread: std of Gaussian perturbations added by ``init`` to the context of
+            every particle (from the generator), as ``enkf``'s: with deterministic dynamics
+            and no ``process_noise`` the particles would otherwise stay identical.
+        proposal_inflation: variance factor lambda >= 1 (DAPPER's ``qroot``) of the
+            ``process_noise`` jitter in the proposal, corrected exactly in the weights;
+            1 (default) is the plain jitter.  Needs ``process_noise > 0``.
+        tempering_ess: in [0, 1); > 0 brings each observation in by stages of progressive
+            correction (module docstring), each keeping ESS >= tempering_ess * members, with
+            resampling and regularisation between stages (needs ``regularisation > 0``);
+            0 (default) reweights by the whole likelihood at once.
         """
 
         proposal: Callable[[Problem, int], Guidance | None] | None = None
         ess_threshold: float = 0.5
         process_noise: float = 0.0
+        resampling: str = "systematic"
+        regularisation: float = 0.0
+        regularisation_kernel: str = "plain"
+        jitter_duplicates_only: bool = True
+        initial_spread: float = 0.0
+        proposal_inflation: float = 1.0
+        tempering_ess: float = 0.0
 
         def __post_init__(self) -> None:
             if self.proposal is not None and not callable(self.proposal):
@@ -158,6 +340,42 @@ class SMC:
                 raise ValueError(f"ess_threshold must be in [0, 1], got {self.ess_threshold}")
             if not (self.process_noise >= 0.0 and math.isfinite(self.process_noise)):
                 raise ValueError(f"process_noise must be finite and >= 0, got {self.process_noise}")
+            if self.resampling not in RESAMPLING_METHODS:
+                raise ValueError(
+                    f"resampling must be one of {RESAMPLING_METHODS}, got {self.resampling!r}"
+                )
+            if self.regularisation_kernel not in REGULARISATION_KERNELS:
+                raise ValueError(
+                    f"regularisation_kernel must be one of {REGULARISATION_KERNELS}, got "
+                    f"{self.regularisation_kernel!r}"
+                )
+            if not (self.regularisation >= 0.0 and math.isfinite(self.regularisation)):
+                raise ValueError(
+                    f"regularisation must be finite and >= 0, got {self.regularisation}"
+                )
+            if not (self.initial_spread >= 0.0 and math.isfinite(self.initial_spread)):
+                raise ValueError(
+                    f"initial_spread must be finite and >= 0, got {self.initial_spread}"
+                )
+            if not (self.proposal_inflation >= 1.0 and math.isfinite(self.proposal_inflation)):
+                raise ValueError(
+                    f"proposal_inflation must be finite and >= 1, got {self.proposal_inflation}"
+                )
+            if not 0.0 <= self.tempering_ess < 1.0:
+                raise ValueError(f"tempering_ess must be in [0, 1), got {self.tempering_ess}")
+            if self.tempering_ess > 0 and self.regularisation == 0:
+                raise ValueError(
+                    "tempering_ess > 0 moves the particles between stages by regularisation: "
+                    "set regularisation > 0"
+                )
+            if self.proposal_inflation != 1.0 and self.process_noise == 0.0:
+                raise ValueError(
+                    "proposal_inflation inflates the process_noise jitter: set process_noise > 0"
+                )
+
+    def lookahead(self, config: Config) -> int:
+        """Frames of future observations read at a step: 0 (a filter)."""
+        return 0
 
     def init(
         self,
@@ -174,6 +392,10 @@ class SMC:
         """
         _check_proposal(process, config)
         window = initial_window(problem, members, process.context_length)
+        if config.initial_spread > 0:
+            window = window + config.initial_spread * torch.randn(
+                window.shape, generator=generator, dtype=window.dtype, device=window.device
+            )
         log_weights = torch.full(
             (members, problem.trajectories),
             -math.log(members),
@@ -207,8 +429,10 @@ class SMC:
         ``ess`` (after reweighting, before resampling), ``resampled`` (bool),
         ``log_evidence`` (running log p^(y_{1:t})), ``log_weights`` (normalised weights of
         the emitted particles, ``(members, trajectories)``), ``kl`` (particle-mean control
-        energy of the guided proposal, zeros for bootstrap); ``resample_count`` is the running
-        number of resampling events per trajectory.
+        energy of the guided proposal, zeros for bootstrap), ``tempering_stages`` (long: the
+        progressive-correction stages before the last one, 0 without tempering; ``ess`` is
+        then the last stage's); ``resample_count`` is the running number of resampling
+        events per trajectory (the stages' resamplings not included).
 
         Raises:
             RuntimeError: if every particle of a trajectory gets zero weight (log-weights all
@@ -227,53 +451,63 @@ class SMC:
         with torch.no_grad():
             prop = propagate(process, state.window, generator, guidance=guidance, frame=t)
             frame = prop.frame.detach()
-            if config.process_noise > 0:
-                frame = frame + config.process_noise * torch.randn(
-                    frame.shape, generator=generator, dtype=frame.dtype, device=frame.device
-                )
             # Incremental log-weights (members, trajectories).
             increment = torch.zeros(members, trajectories, dtype=frame.dtype, device=frame.device)
+            if config.process_noise > 0:
+                frame, correction = _jitter(frame, config, generator)
+                if correction is not None:
+                    increment = increment + correction
+            tempered = None  # the likelihood brought in by stages (progressive correction)
             if problem.observed(t):
-                increment = increment + log_likelihood(
+                frame_likelihood = log_likelihood(
                     problem.observation[:, t],
                     frame,
                     problem.mask_at(t),
                     problem.sigma,
                     frame_ndim=frame_ndim,
                 ).to(frame.dtype)
+                if config.tempering_ess > 0:
+                    tempered = frame_likelihood
+                else:
+                    increment = increment + frame_likelihood
             if guidance is not None and prop.log_ratio is not None:
                 increment = increment - prop.log_ratio.detach().to(frame.dtype)
-            # A NaN or +inf weight (diverged particle) counts as zero weight.
-            increment = torch.where(
-                torch.isnan(increment) | (increment == math.inf),
-                torch.full((), -math.inf, dtype=frame.dtype, device=frame.device),
-                increment,
-            )
+            increment = _finite_or_impossible(increment)
             previous = state.log_weights
             if previous is None:
                 previous = torch.full_like(increment, -math.log(members))
             joint = previous.to(frame.dtype) + increment
-            log_normaliser = torch.logsumexp(joint, dim=0)  # log sum_i W_{t-1}^i w_t^i
-            collapsed = ~torch.isfinite(log_normaliser)
-            if bool(collapsed.any()):
-                which = torch.nonzero(collapsed).flatten().tolist()
-                raise RuntimeError(
-                    f"smc: the weights of all {members} particles collapsed (every log-weight "
-                    f"is -inf or NaN) at frame t={t} for trajectories {which}; the "
-                    "observations are impossible under the proposal (sigma too small, "
-                    "observations far from every particle, or diverged particles); use more "
-                    "particles, a guided proposal or a larger sigma"
+            window = torch.cat([state.window[:, :, 1:], frame.unsqueeze(2)], dim=2)
+            stages = torch.zeros(trajectories, dtype=torch.long, device=frame.device)
+            if tempered is not None:
+                window, joint, earlier, stages = _progressive_correction(
+                    window, joint, tempered, problem, t, config, generator
                 )
-            log_weights = joint - log_normaliser
+                log_normaliser = torch.logsumexp(joint, dim=0) + earlier
+            else:
+                log_normaliser = torch.logsumexp(joint, dim=0)  # log sum_i W_{t-1}^i w_t^i
+            _check_collapse(log_normaliser, t, members)
+            log_weights = joint - torch.logsumexp(joint, dim=0)
             ess = effective_sample_size(log_weights)
             resample = ess < config.ess_threshold * members
-            window = torch.cat([state.window[:, :, 1:], frame.unsqueeze(2)], dim=2)
             if bool(resample.any()):
-                ancestors = systematic_resample(log_weights, generator)
+                ancestors = resample_ancestors(log_weights, config.resampling, generator)
                 keep = torch.arange(members, device=ancestors.device).unsqueeze(1)
                 ancestors = torch.where(resample.unsqueeze(0), ancestors, keep)
                 columns = torch.arange(trajectories, device=ancestors.device).unsqueeze(0)
+                before = window
                 window = window[ancestors, columns]
+                if config.regularisation > 0:
+                    window = window + regularisation_noise(
+                        before,
+                        log_weights,
+                        ancestors,
+                        resample,
+                        config.regularisation,
+                        config.jitter_duplicates_only,
+                        generator,
+                        config.regularisation_kernel,
+                    )
                 log_weights = torch.where(
                     resample.unsqueeze(0),
                     torch.full((), -math.log(members), dtype=frame.dtype, device=frame.device),
@@ -297,6 +531,7 @@ class SMC:
             log_evidence=[*diag.get("log_evidence", []), running],
             log_weights=[*diag.get("log_weights", []), log_weights],
             kl=[*diag.get("kl", []), kl],
+            tempering_stages=[*diag.get("tempering_stages", []), stages],
         )
         vjps = int(getattr(guidance, "vjps", 0) or 0) - vjps_before
         return StrategyState(
