@@ -69,18 +69,24 @@ def save(fig, name):
 # A strategy is *data in, ensemble out*:
 #
 # * `name` (the registry key) and `Config`, a **frozen** dataclass of its options;
+# * `lookahead(config) -> int`: how many frames of *future* observations `step` reads
+#   (0 for a filter, which reads frame t's observation only);
 # * `init(process, problem, members, config, generator) -> StrategyState`: the state holds
 #   the window of the last k frames of every member, `(members, trajectories, k, C, *space)`;
 # * `step(process, problem, state, t, config, generator) -> StrategyState`: produce frame t
 #   (0-based in the horizon) of every member, assimilating its observation if any, and
-#   append it with `state.push(frame)`, which also slides the window.
+#   return `state.push(frame)`: a *new* state with the frame appended and the window slid.
 #
-# The rules that make strategies comparable: all randomness comes from `generator`; the
-# problem is never modified and its `truth` never read; the state is passed along, not
-# hidden in the object; the process is advanced only through
-# `propagate(process, window, generator, guidance=None, frame=t)`, which runs the ARDM's
-# sampler (with an optional guidance) or a numerical solver, and returns the new frame
-# with its KL and log-density ratio. `assimilate` times the run and counts denoiser calls.
+# The rules that make strategies comparable are enforced by `assimilate`: all randomness
+# comes from `generator`; `problem` is a view that holds the context and the observations
+# of frames up to t + lookahead (`problem.observed(t)`, `problem.observation_at(t)`,
+# `problem.mask_at(t)`, `problem.frame(t)` for the likelihood) and raises on the truth or
+# on anything later; the state is an immutable value passed along, never hidden in the
+# object (`state.record(key=value)` appends a per-frame diagnostic); the process is
+# advanced only through `propagate(process, window, generator, guidance=None, frame=t)`,
+# which runs the ARDM's sampler (with an optional guidance) or a numerical solver, and
+# returns the new frame with its KL and log-density ratio. `assimilate` times the run and
+# counts denoiser calls.
 #
 # ## 2. The method: 3D-Var with perturbed observations
 #
@@ -191,24 +197,28 @@ class ThreeDVar:
             if not (self.length_scale > 0 and self.inflation > 0):
                 raise ValueError("length_scale and inflation must be positive")
 
+    def lookahead(self, config):
+        return 0  # a filter: frame t's observation only
+
     def init(self, process, problem, members, config, generator):
         if len(problem.frame_shape) != 2 or problem.frame_shape[0] != 1:
             raise ValueError(f"3dvar needs 1-D frames (1, n), got {problem.frame_shape}")
+        if not problem.is_mask:
+            raise ValueError("3dvar needs a mask observation operator (lifted observations)")
         k = process.context_length
         context = problem.context[:, -k:]  # (trajectories, k, 1, n)
         window = context.unsqueeze(0).expand(members, *context.shape).clone()
-        return StrategyState(window=window, diagnostics={"innovation_rms": []})
+        return StrategyState(window=window, diagnostics={"innovation_rms": ()})
 
     def step(self, process, problem, state, t, config, generator):
         with torch.no_grad():
             frame = propagate(process, state.window, generator, frame=t).frame
             if problem.observed(t):
-                y, mask = problem.observation[:, t], problem.mask_at(t)
+                y, mask = problem.observation_at(t), problem.mask_at(t)
                 residual = (y - frame.mean(0))[mask]
-                state.diagnostics["innovation_rms"].append(float(residual.square().mean().sqrt()))
+                state = state.record(innovation_rms=float(residual.square().mean().sqrt()))
                 frame = var3d_analysis(frame, y, mask, problem.sigma, config, generator)
-        state.push(frame)
-        return state
+        return state.push(frame)
 
 
 print(available_strategies())
@@ -241,7 +251,7 @@ def twin_problem(trajectories, horizon, spec, seed):
 strategy = get_strategy("3dvar")
 assert isinstance(strategy, Strategy)
 reference = get_strategy("forecast")
-for method in ("init", "step"):
+for method in ("lookahead", "init", "step"):
     mine = list(inspect.signature(getattr(strategy, method)).parameters)
     assert mine == list(inspect.signature(getattr(reference, method)).parameters), method
 try:

@@ -7,6 +7,8 @@ vector observations ``(..., n_observations)``.
 """
 
 from .likelihood import (
+    FrameObservation,
+    ObservationModel,
     log_likelihood,
     log_likelihood_linear,
     observation_cost,
@@ -18,6 +20,7 @@ from .operators import (
     MaskOperator,
     ObservationOperator,
     add_noise,
+    local_average_operator,
     random_mask,
     subsample_mask,
 )
@@ -36,15 +39,18 @@ from .regimes import (
 __all__ = [
     "PDE_NAMES",
     "PRESET_NAMES",
+    "FrameObservation",
     "Full",
     "LinearOperator",
     "MaskOperator",
+    "ObservationModel",
     "ObservationOperator",
     "RandomFraction",
     "Regime",
     "Spatial",
     "Stride",
     "add_noise",
+    "local_average_operator",
     "log_likelihood",
     "log_likelihood_linear",
     "observation_cost",

@@ -9,8 +9,10 @@ from . import controller, dps, enkf, forecast, smc, vc  # noqa: F401  (registers
 from .base import (
     Cost,
     Problem,
+    ProblemView,
     Propagation,
     Strategy,
+    StrategyContractError,
     StrategyResult,
     StrategyState,
     assimilate,
@@ -25,8 +27,10 @@ from .base import (
 __all__ = [
     "Cost",
     "Problem",
+    "ProblemView",
     "Propagation",
     "Strategy",
+    "StrategyContractError",
     "StrategyResult",
     "StrategyState",
     "assimilate",

@@ -29,16 +29,15 @@ from dataclasses import dataclass
 import torch
 
 from ..guidance import SubStepState
-from ..observe import log_likelihood
+from ..observe import FrameObservation
 from ..process import Process
 from .base import (
-    Problem,
+    ProblemView,
     StrategyState,
     initial_window,
     propagate,
     register,
     require_guided_ardm,
-    tile_members,
 )
 
 
@@ -46,8 +45,10 @@ class DPSGuidance:
     """The DPS control for one frame, for a flattened batch ``(members * trajectories, ...)``.
 
     Args:
-        observation: lifted observation ``(batch, C, *space)``.
-        mask: ``(batch, C, *space)`` bool.
+        observation: lifted observation ``(batch, C, *space)``, or a
+            :class:`~ardm_infer.observe.FrameObservation` for the batch (any H; then ``mask``
+            and ``sigma`` are taken from it).
+        mask: ``(batch, C, *space)`` bool (lifted observations).
         sigma: observation noise std.
         scale: step-size scale (zeta' or the score multiplier).
         variant: ``"chung"`` or ``"score"``.
@@ -58,16 +59,16 @@ class DPSGuidance:
 
     def __init__(
         self,
-        observation: torch.Tensor,
-        mask: torch.Tensor,
-        sigma: float,
-        scale: float,
+        observation: torch.Tensor | FrameObservation,
+        mask: torch.Tensor | None = None,
+        sigma: float | None = None,
+        scale: float = 1.0,
         variant: str = "score",
         normalise: bool = True,
     ) -> None:
-        self.observation = observation
-        self.mask = mask
-        self.sigma = sigma
+        if not isinstance(observation, FrameObservation):
+            observation = FrameObservation(observation, sigma, mask=mask)
+        self.frame = observation
         self.scale = scale
         self.variant = variant
         self.normalise = normalise
@@ -77,18 +78,11 @@ class DPSGuidance:
         batch = state.z.shape[0]
         frame_dims = tuple(range(1, state.z.ndim))
         if self.variant == "score":
-            objective = log_likelihood(
-                self.observation,
-                state.x0_hat,
-                self.mask,
-                self.sigma,
-                frame_ndim=state.x0_hat.ndim - 1,
-            )
+            objective = self.frame.log_likelihood(state.x0_hat)
             (grad,) = torch.autograd.grad(objective.sum(), state.z)
             u = self.scale * (state.sigma**2 - state.sigma_next**2) * grad
         else:
-            residual = torch.where(self.mask, self.observation - state.x0_hat, 0.0)
-            sq = residual.square().sum(frame_dims)  # (batch,)
+            sq = self.frame.squared_residual(state.x0_hat)  # (batch,)
             (grad,) = torch.autograd.grad(sq.sum(), state.z)
             zeta = self.scale
             if self.normalise:
@@ -124,21 +118,28 @@ class DPS:
             if self.scale < 0:
                 raise ValueError("scale must be >= 0")
 
+    def lookahead(self, config: Config) -> int:
+        """A filter: frame t's observation only."""
+        return 0
+
     def init(
         self,
         process: Process,
-        problem: Problem,
+        problem: ProblemView,
         members: int,
         config: Config,
         generator: torch.Generator,
     ) -> StrategyState:
         require_guided_ardm(process, "dps", "differentiates through a denoiser")
-        return StrategyState(window=initial_window(problem, members, process.context_length))
+        return StrategyState(
+            window=initial_window(problem, members, process.context_length),
+            diagnostics={"kl": ()},
+        )
 
     def step(
         self,
         process: Process,
-        problem: Problem,
+        problem: ProblemView,
         state: StrategyState,
         t: int,
         config: Config,
@@ -146,19 +147,15 @@ class DPS:
     ) -> StrategyState:
         members = state.window.shape[0]
         guidance = None
-        if problem.observed(t):
+        observation = problem.frame(t)
+        if observation is not None:
             guidance = DPSGuidance(
-                tile_members(problem.observation[:, t], members),
-                tile_members(problem.mask_at(t), members),
-                problem.sigma,
-                config.scale,
-                config.variant,
-                config.normalise,
+                observation.tile(members),
+                scale=config.scale,
+                variant=config.variant,
+                normalise=config.normalise,
             )
         with torch.no_grad():
             prop = propagate(process, state.window, generator, guidance=guidance, frame=t)
-        if guidance is not None:
-            state.vjps += guidance.vjps
-        state.diagnostics.setdefault("kl", []).append(prop.kl)
-        state.push(prop.frame)
-        return state
+        vjps = state.vjps + (guidance.vjps if guidance is not None else 0)
+        return state.record(kl=prop.kl).push(prop.frame, vjps=vjps)

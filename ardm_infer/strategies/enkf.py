@@ -47,16 +47,19 @@ from dataclasses import dataclass
 
 import torch
 
+from ..observe import FrameObservation, LinearOperator
 from ..process import Process
-from .base import Problem, StrategyState, initial_window, propagate, register
+from .base import ProblemView, StrategyState, initial_window, propagate, register
 
 __all__ = [
     "EnsembleKalmanFilter",
     "etkf_analysis",
+    "etkf_analysis_linear",
     "gaspari_cohn",
     "localisation_kernel",
     "periodic_distance",
     "perturbed_analysis",
+    "perturbed_analysis_linear",
 ]
 
 VARIANTS = ("perturbed", "etkf")
@@ -396,6 +399,116 @@ def perturbed_analysis(
     return analysis.permute(2, 0, 1).reshape(ensemble.shape)
 
 
+# --------------------------------------------------------------------------- a general linear H
+
+
+def _linear_split(
+    ensemble: torch.Tensor, observation: torch.Tensor, operator: LinearOperator, inflation: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mean ``(traj, D)``, inflated anomalies ``(traj, D, members)``, ``H`` ``(p, D)`` and the
+    observation vectors ``(traj, p)`` in the ensemble's dtype and device."""
+    members, trajectories = ensemble.shape[:2]
+    if members < 2:
+        raise ValueError(f"the EnKF needs >= 2 members to estimate a covariance, got {members}")
+    h = operator.matrix.to(device=ensemble.device, dtype=ensemble.dtype)
+    if tuple(observation.shape) != (trajectories, h.shape[0]):
+        raise ValueError(
+            f"observation must be (trajectories, n_observations) = ({trajectories}, "
+            f"{h.shape[0]}); got {tuple(observation.shape)}"
+        )
+    everything = torch.ones(trajectories, 1, dtype=torch.bool, device=ensemble.device)
+    mean, anomalies, _ = _split(ensemble, everything, inflation)
+    return mean, anomalies, h, observation.to(ensemble.device, ensemble.dtype)
+
+
+def etkf_analysis_linear(
+    ensemble: torch.Tensor,
+    observation: torch.Tensor,
+    operator: LinearOperator,
+    sigma: float,
+    inflation: float = 1.0,
+) -> torch.Tensor:
+    """Square-root ETKF analysis of one frame for a general linear ``H`` (Hunt et al. 2007).
+
+    The formulas of :func:`etkf_analysis` with ``Y = H X`` ``(p, members)``, ``d = y - H
+    x_mean`` and ``R = sigma^2 I`` in the p-dimensional observation space; through the thin
+    SVD ``Y / sigma = U S V^T`` nothing of size ``members x members`` or ``p x p`` is inverted.
+    No localisation (H has no observation locations).
+
+    Args:
+        ensemble: forecast ``(members, trajectories, C, *space)``.
+        observation: ``(trajectories, n_observations)``.
+        operator: ``H`` acting on the flattened frame.
+        sigma: observation-noise standard deviation.
+        inflation: multiplicative inflation of the forecast anomalies.
+
+    Returns:
+        The analysis ensemble, ``(members, trajectories, C, *space)``.
+    """
+    mean, anomalies, h, y = _linear_split(ensemble, observation, operator, inflation)
+    k1 = ensemble.shape[0] - 1.0
+    innovation = y - mean @ h.T  # (traj, p)
+    obs_anomalies = h @ anomalies  # Y = H X, (traj, p, members)
+    u, s, vh = torch.linalg.svd(obs_anomalies / sigma, full_matrices=False)
+    lam = s.square()
+    projected = (u * (innovation / sigma).unsqueeze(-1)).sum(-2)  # U^T R^-1/2 d
+    mean_weights = ((s / (lam + k1)) * projected).unsqueeze(-2) @ vh  # (traj, 1, members)
+    gain = torch.sqrt(k1 / (lam + k1)) - 1.0
+    xv = anomalies @ vh.transpose(-1, -2)
+    analysis = (
+        mean.unsqueeze(-1)
+        + anomalies @ mean_weights.transpose(-1, -2)
+        + anomalies
+        + (xv * gain.unsqueeze(-2)) @ vh
+    )
+    return analysis.permute(2, 0, 1).reshape(ensemble.shape)
+
+
+def perturbed_analysis_linear(
+    ensemble: torch.Tensor,
+    observation: torch.Tensor,
+    operator: LinearOperator,
+    sigma: float,
+    generator: torch.Generator,
+    inflation: float = 1.0,
+) -> torch.Tensor:
+    """Stochastic EnKF analysis of one frame for a general linear ``H`` (Burgers et al. 1998).
+
+    ``x_a^i = x_f^i + K (y + eps^i - H x_f^i)``, ``K = X' Y'^T (Y' Y'^T + sigma^2 I)^-1`` with
+    ``X' = X / sqrt(k - 1)``, ``Y' = H X'`` and ``eps^i = sigma xi^i`` centred over the members
+    (as :func:`perturbed_analysis`).  No localisation.
+
+    Args:
+        ensemble: forecast ``(members, trajectories, C, *space)``.
+        observation: ``(trajectories, n_observations)``.
+        operator: ``H`` acting on the flattened frame.
+        sigma: observation-noise standard deviation.
+        generator: source of the perturbations, drawn as ``(members, trajectories, p)``.
+        inflation: multiplicative inflation of the forecast anomalies.
+
+    Returns:
+        The analysis ensemble, ``(members, trajectories, C, *space)``.
+    """
+    mean, anomalies, h, y = _linear_split(ensemble, observation, operator, inflation)
+    members, trajectories = ensemble.shape[:2]
+    forecast = mean.unsqueeze(-1) + anomalies  # (traj, D, members)
+    scaled = anomalies / math.sqrt(members - 1)
+    h_scaled = h @ scaled  # (traj, p, members)
+    count = h.shape[0]
+    xi = torch.randn(
+        (members, trajectories, count),
+        generator=generator,
+        dtype=ensemble.dtype,
+        device=generator.device,
+    ).to(ensemble.device)
+    eps = sigma * (xi - xi.mean(0, keepdim=True)).permute(1, 2, 0)  # (traj, p, members)
+    innovation = y.unsqueeze(-1) + eps - h @ forecast
+    eye = torch.eye(count, dtype=ensemble.dtype, device=ensemble.device)
+    system = h_scaled @ h_scaled.transpose(-1, -2) + sigma**2 * eye
+    update = scaled @ (h_scaled.transpose(-1, -2) @ torch.linalg.solve(system, innovation))
+    return (forecast + update).permute(2, 0, 1).reshape(ensemble.shape)
+
+
 # --------------------------------------------------------------------------- the strategy
 
 
@@ -449,10 +562,14 @@ class EnsembleKalmanFilter:
             if not (math.isfinite(self.initial_spread) and self.initial_spread >= 0):
                 raise ValueError(f"initial_spread must be >= 0, got {self.initial_spread}")
 
+    def lookahead(self, config: Config) -> int:
+        """A filter: frame t's observation only."""
+        return 0
+
     def init(
         self,
         process: Process,
-        problem: Problem,
+        problem: ProblemView,
         members: int,
         config: Config,
         generator: torch.Generator,
@@ -462,6 +579,12 @@ class EnsembleKalmanFilter:
             raise ValueError(
                 f"the EnKF needs >= 2 members to estimate a covariance, got members={members}"
             )
+        if not problem.is_mask and config.localisation_radius is not None:
+            raise ValueError(
+                "enkf: localisation_radius weights observations by their distance to each grid "
+                f"point, and a general linear H ({problem.operator!r}) has no observation "
+                "locations; use localisation_radius=None"
+            )
         window = initial_window(problem, members, process.context_length)
         if config.initial_spread > 0:
             noise = torch.randn(
@@ -469,17 +592,17 @@ class EnsembleKalmanFilter:
             )
             window = window + config.initial_spread * noise.to(window.device)
         diagnostics = {
-            "analysis_frames": [],
-            "innovation_rms": [],
-            "forecast_spread": [],
-            "analysis_spread": [],
+            "analysis_frames": (),
+            "innovation_rms": (),
+            "forecast_spread": (),
+            "analysis_spread": (),
         }
         return StrategyState(window=window, diagnostics=diagnostics)
 
     def step(
         self,
         process: Process,
-        problem: Problem,
+        problem: ProblemView,
         state: StrategyState,
         t: int,
         config: Config,
@@ -488,38 +611,39 @@ class EnsembleKalmanFilter:
         """Forecast frame t for every member, then analyse it if frame t is observed."""
         with torch.no_grad():
             frame = propagate(process, state.window, generator, frame=t).frame
-            if problem.observed(t):
-                frame = self._analyse(frame, problem, t, config, generator, state)
-            state.push(frame)
-        return state
+            observation = problem.frame(t)
+            if observation is not None:
+                frame, records = self._analyse(frame, observation, config, generator)
+                state = state.record(analysis_frames=t, **records)
+            return state.push(frame)
 
     @staticmethod
     def _analyse(
         frame: torch.Tensor,
-        problem: Problem,
-        t: int,
+        observation: FrameObservation,
         config: Config,
         generator: torch.Generator,
-        state: StrategyState,
-    ) -> torch.Tensor:
-        """Analysis of ``frame`` ``(members, trajectories, C, *space)``; records diagnostics."""
-        mask = problem.mask_at(t).to(frame.device)
-        observation = problem.observation[:, t].to(frame.device, frame.dtype)
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Analysis of ``frame`` ``(members, trajectories, C, *space)`` and its diagnostics."""
+        if not observation.is_mask:
+            return EnsembleKalmanFilter._analyse_linear(frame, observation, config, generator)
+        mask = observation.mask.to(frame.device)
+        y = observation.observation.to(frame.device, frame.dtype)
         if config.variant == "etkf":
             analysis = etkf_analysis(
                 frame,
-                observation,
+                y,
                 mask,
-                problem.sigma,
+                observation.sigma,
                 config.inflation,
                 config.localisation_radius,
             )
         else:
             analysis = perturbed_analysis(
                 frame,
-                observation,
+                y,
                 mask,
-                problem.sigma,
+                observation.sigma,
                 generator,
                 config.inflation,
                 config.localisation_radius,
@@ -527,11 +651,36 @@ class EnsembleKalmanFilter:
         reduce = tuple(range(1, frame.ndim - 1))
         weight = mask.to(frame.dtype)
         count = weight.sum(reduce)
-        residual = torch.where(mask, observation - frame.mean(0), 0.0).square().sum(reduce)
-        state.diagnostics["analysis_frames"].append(t)
-        state.diagnostics["innovation_rms"].append(
-            torch.where(count > 0, residual / count.clamp_min(1), torch.nan).sqrt()
-        )
-        state.diagnostics["forecast_spread"].append(frame.var(0).mean(reduce).sqrt())
-        state.diagnostics["analysis_spread"].append(analysis.var(0).mean(reduce).sqrt())
-        return analysis
+        residual = torch.where(mask, y - frame.mean(0), 0.0).square().sum(reduce)
+        return analysis, {
+            "innovation_rms": torch.where(
+                count > 0, residual / count.clamp_min(1), torch.nan
+            ).sqrt(),
+            "forecast_spread": frame.var(0).mean(reduce).sqrt(),
+            "analysis_spread": analysis.var(0).mean(reduce).sqrt(),
+        }
+
+    @staticmethod
+    def _analyse_linear(
+        frame: torch.Tensor,
+        observation: FrameObservation,
+        config: Config,
+        generator: torch.Generator,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """As :meth:`_analyse` for a general linear H (vector observations)."""
+        y = observation.observation.to(frame.device, frame.dtype)
+        if config.variant == "etkf":
+            analysis = etkf_analysis_linear(
+                frame, y, observation.operator, observation.sigma, config.inflation
+            )
+        else:
+            analysis = perturbed_analysis_linear(
+                frame, y, observation.operator, observation.sigma, generator, config.inflation
+            )
+        reduce = tuple(range(1, frame.ndim - 1))
+        innovation = y - observation.operator.apply(frame.mean(0))
+        return analysis, {
+            "innovation_rms": innovation.square().mean(-1).sqrt(),
+            "forecast_spread": frame.var(0).mean(reduce).sqrt(),
+            "analysis_spread": analysis.var(0).mean(reduce).sqrt(),
+        }

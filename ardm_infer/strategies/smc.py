@@ -53,20 +53,11 @@ from typing import Any
 import torch
 
 from ..guidance import Guidance
-from ..observe import log_likelihood
-from ..process import Process
-from .base import Problem, StrategyState, initial_window, propagate, register
+from ..process import GuidedProcess, Process
+from ..soc.weights import effective_sample_size
+from .base import ProblemView, StrategyState, initial_window, propagate, register
 
 __all__ = ["SMC", "effective_sample_size", "systematic_resample"]
-
-
-def effective_sample_size(log_weights: torch.Tensor) -> torch.Tensor:
-    """ESS = 1 / sum_i W_i^2 (Kong, Liu & Wong 1994), per trajectory.
-
-    ``log_weights``: normalised over members, ``(members, trajectories)``; returns
-    ``(trajectories,)``.
-    """
-    return torch.exp(-torch.logsumexp(2 * log_weights, dim=0))
 
 
 def systematic_resample(log_weights: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -105,7 +96,7 @@ def _check_proposal(process: Process, config: Any) -> None:
     """A guided proposal needs an ARDM with a stochastic sampler (docs/design.md §2)."""
     if config.proposal is None:
         return
-    if not hasattr(process, "step_frame"):
+    if not isinstance(process, GuidedProcess):
         raise ValueError(
             f"smc: Config.proposal guides the denoising sub-steps of an ARDM, but "
             f"{type(process).__name__} is a numerical process without step_frame; use the "
@@ -127,11 +118,15 @@ class SMC:
         """Attributes:
         proposal: None for the bootstrap proposal (the process prior), or a factory
             ``(problem, t) -> Guidance | None`` called at every frame t (0-based in the
-            horizon); None from the factory means "bootstrap at this frame".  The guidance
+            horizon) with the strategy's :class:`~ardm_infer.strategies.ProblemView`; None
+            from the factory means "bootstrap at this frame".  A factory that reads the
+            observations of later frames declares how many in an integer attribute
+            ``lookahead`` (e.g. :func:`~ardm_infer.strategies.controller.controller_proposal`);
+            without one it may read frame t only.  The guidance
             sees a flattened batch ``(members * trajectories, C, *space)`` laid out
             members-major (flat index ``m * trajectories + n`` is member m of trajectory n,
             as :func:`~ardm_infer.strategies.base.flat`), so per-trajectory data (e.g.
-            ``problem.observation[:, t]``) is tiled ``members`` times.  Needs an ARDM with a
+            ``problem.observation_at(t)``) is tiled ``members`` times.  Needs an ARDM with a
             stochastic schedule (eta > 0).  A guidance with an integer ``vjps`` counter has
             its increase added to the run's VJP cost.
         ess_threshold: resample a trajectory's particles when ESS < ess_threshold * members,
@@ -144,7 +139,7 @@ class SMC:
             then exact for that model, not for the original dynamics.
         """
 
-        proposal: Callable[[Problem, int], Guidance | None] | None = None
+        proposal: Callable[[ProblemView, int], Guidance | None] | None = None
         ess_threshold: float = 0.5
         process_noise: float = 0.0
 
@@ -159,10 +154,16 @@ class SMC:
             if not (self.process_noise >= 0.0 and math.isfinite(self.process_noise)):
                 raise ValueError(f"process_noise must be finite and >= 0, got {self.process_noise}")
 
+    def lookahead(self, config: Config) -> int:
+        """0 (a filter), or the look-ahead its proposal declares (``proposal.lookahead``)."""
+        if config.proposal is None:
+            return 0
+        return int(getattr(config.proposal, "lookahead", 0))
+
     def init(
         self,
         process: Process,
-        problem: Problem,
+        problem: ProblemView,
         members: int,
         config: Config,
         generator: torch.Generator,
@@ -181,21 +182,21 @@ class SMC:
             device=window.device,
         )
         diagnostics: dict[str, Any] = {
-            "ess": [],
-            "resampled": [],
+            "ess": (),
+            "resampled": (),
             "resample_count": torch.zeros(
                 problem.trajectories, dtype=torch.long, device=window.device
             ),
-            "log_evidence": [],
-            "log_weights": [],
-            "kl": [],
+            "log_evidence": (),
+            "log_weights": (),
+            "kl": (),
         }
         return StrategyState(window=window, log_weights=log_weights, diagnostics=diagnostics)
 
     def step(
         self,
         process: Process,
-        problem: Problem,
+        problem: ProblemView,
         state: StrategyState,
         t: int,
         config: Config,
@@ -216,7 +217,6 @@ class SMC:
         """
         _check_proposal(process, config)
         members, trajectories = state.window.shape[:2]
-        frame_ndim = len(problem.frame_shape)
         guidance = config.proposal(problem, t) if config.proposal is not None else None
         if guidance is not None and not isinstance(guidance, Guidance):
             raise TypeError(
@@ -233,14 +233,9 @@ class SMC:
                 )
             # Incremental log-weights (members, trajectories).
             increment = torch.zeros(members, trajectories, dtype=frame.dtype, device=frame.device)
-            if problem.observed(t):
-                increment = increment + log_likelihood(
-                    problem.observation[:, t],
-                    frame,
-                    problem.mask_at(t),
-                    problem.sigma,
-                    frame_ndim=frame_ndim,
-                ).to(frame.dtype)
+            observation = problem.frame(t)
+            if observation is not None:
+                increment = increment + observation.log_likelihood(frame).to(frame.dtype)
             if guidance is not None and prop.log_ratio is not None:
                 increment = increment - prop.log_ratio.detach().to(frame.dtype)
             # A NaN or +inf weight (diverged particle) counts as zero weight.
@@ -265,7 +260,7 @@ class SMC:
                     "particles, a guided proposal or a larger sigma"
                 )
             log_weights = joint - log_normaliser
-            ess = effective_sample_size(log_weights)
+            ess = effective_sample_size(log_weights, normalised=True)
             resample = ess < config.ess_threshold * members
             window = torch.cat([state.window[:, :, 1:], frame.unsqueeze(2)], dim=2)
             if bool(resample.any()):
@@ -281,29 +276,27 @@ class SMC:
                 )
             emitted = window[:, :, -1].clone()  # not a view: frees the window
         diag = state.diagnostics
-        history = diag.get("log_evidence") or [torch.zeros_like(log_normaliser)]
+        history = diag.get("log_evidence") or (torch.zeros_like(log_normaliser),)
         running = history[-1] + log_normaliser
         kl = (
             prop.kl.detach().mean(0)
             if guidance is not None and prop.kl is not None
             else torch.zeros_like(ess)
         )
-        diagnostics = dict(diag)
-        diagnostics.update(
-            ess=[*diag.get("ess", []), ess],
-            resampled=[*diag.get("resampled", []), resample],
-            resample_count=diag.get("resample_count", torch.zeros_like(resample, dtype=torch.long))
-            + resample.long(),
-            log_evidence=[*diag.get("log_evidence", []), running],
-            log_weights=[*diag.get("log_weights", []), log_weights],
-            kl=[*diag.get("kl", []), kl],
+        resample_count = (
+            diag.get("resample_count", torch.zeros_like(resample, dtype=torch.long))
+            + resample.long()
         )
         vjps = int(getattr(guidance, "vjps", 0) or 0) - vjps_before
-        return StrategyState(
-            window=window,
-            frames=[*state.frames, emitted],
-            log_weights=log_weights,
-            diagnostics=diagnostics,
-            vjps=state.vjps + vjps,
-            extra=dict(state.extra),
+        return (
+            state.record(
+                ess=ess, resampled=resample, log_evidence=running, log_weights=log_weights, kl=kl
+            )
+            .with_diagnostics(resample_count=resample_count)
+            .replace(
+                window=window,
+                frames=(*state.frames, emitted),
+                log_weights=log_weights,
+                vjps=state.vjps + vjps,
+            )
         )
