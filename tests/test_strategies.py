@@ -14,6 +14,7 @@ from ardm_infer.controller import ControllerConfig, build_controller
 from ardm_infer.dynamics import LinearGaussianTwin, kalman_filter
 from ardm_infer.observe import LinearOperator, ObservationModel, local_average_operator
 from ardm_infer.strategies import (
+    DivergenceError,
     Problem,
     ProblemView,
     StrategyContractError,
@@ -473,3 +474,69 @@ def test_local_averages_match_the_exact_kalman_filter(name, setup):
         ess = torch.stack(result.diagnostics["ess"], 1).unsqueeze(-1)
         allowance = 5.0 * math.sqrt(members) / ess.sqrt()
     assert ((estimate - mean).abs() < allowance * torch.sqrt(variance / members)).all()
+
+
+# ------------------------------------------------------------------ behaviour at the edges
+
+
+def test_vc_shares_the_sampler_noise_with_the_forecast(setup):
+    """Common random numbers: vc's emitted rollouts draw the generator's stream, so without
+    observations it is the forecast bit for bit, and with them frames before the first
+    observation are too."""
+    _, ardm, problem = setup
+    blind = dataclasses.replace(problem, mask=torch.zeros_like(problem.mask))
+    runs = {
+        name: assimilate(
+            ardm, p, name, members=5, generator=torch.Generator().manual_seed(7), **kw
+        ).ensemble
+        for name, p, kw in (
+            ("forecast", blind, {}),
+            ("vc", blind, {"window": 2, "iterations": 3}),
+        )
+    }
+    assert torch.equal(runs["vc"], runs["forecast"])
+    late = dataclasses.replace(
+        problem, mask=problem.mask.clone().index_fill_(0, torch.arange(2), 0)
+    )
+    vc = assimilate(
+        ardm, late, "vc", members=5, generator=torch.Generator().manual_seed(7), window=2
+    ).ensemble
+    assert torch.equal(vc[:, :, :2], runs["forecast"][:, :, :2])
+    assert not torch.equal(vc[:, :, 2:], runs["forecast"][:, :, 2:])
+
+
+@pytest.mark.parametrize("sigma", [1e-3, 1e-5])
+def test_dps_is_finite_and_still_helps_at_small_sigma(sigma, setup):
+    """The score step grows like 1/sigma_y^2; bounded at max_step tau_s it stays finite and
+    still moves toward the truth (the twin, observed every frame)."""
+    _, ardm, problem = setup
+    sharp = problem.with_sigma(sigma)
+    g = torch.Generator().manual_seed(3)
+    dps = assimilate(ardm, sharp, "dps", members=8, generator=g)
+    assert torch.isfinite(dps.ensemble).all() and dps.diagnostics["bounded_steps"] > 0
+    forecast = assimilate(ardm, sharp, "forecast", members=8, generator=g)
+    truth = problem.truth.unsqueeze(0)
+    points = problem.mask.unsqueeze(0).expand_as(dps.ensemble)
+    error_dps = (dps.ensemble - truth)[points].square().mean()
+    error_forecast = (forecast.ensemble - truth)[points].square().mean()
+    assert error_dps < 0.5 * error_forecast, (error_dps, error_forecast)
+
+
+def test_dps_on_the_ks_ardm_at_small_sigma_stays_finite():
+    """The case of issue 14: sigma_y = 5e-3 drove the default DPS to ~1e20 and then NaN."""
+    from ardm_infer import load_ardm
+
+    ardm = load_ardm("ks")
+    g = torch.Generator().manual_seed(0)
+    field = torch.randn(1, ardm.context_length + 4, 1, 256, generator=g)
+    frames = torch.fft.irfft(torch.fft.rfft(field, dim=-1)[..., :12], n=256, dim=-1) * 8
+    problem = make_problem(frames, ardm.context_length, "stride=16, every=1, sigma=0.005", g)
+    result = assimilate(ardm, problem, "dps", members=2, generator=torch.Generator().manual_seed(1))
+    assert torch.isfinite(result.ensemble).all()
+    assert result.diagnostics["bounded_steps"] > 0
+    unbounded = get_strategy("dps").Config(max_step=None)
+    with pytest.raises(DivergenceError, match="frame t="):
+        assimilate(
+            ardm, problem, "dps", members=2, generator=torch.Generator().manual_seed(1),
+            config=unbounded,
+        )  # fmt: skip

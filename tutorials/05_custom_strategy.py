@@ -43,10 +43,13 @@ from ardm_infer.strategies import (
     Strategy,
     StrategyState,
     available_strategies,
+    config_fields,
     get_strategy,
+    option,
     propagate,
     register,
     unregister,
+    validate_config,
 )
 
 SMOKE = os.environ.get("ARDM_INFER_SMOKE", "0") not in ("", "0")
@@ -161,8 +164,11 @@ def var3d_analysis(forecast, observation, mask, sigma, config, generator):
 
 # %% [markdown]
 # The strategy around it: forecast every member one frame with the process, analyse if
-# the frame is observed, push. `unregister` first, so that re-running the notebook does
-# not trip over the registry's refusal to register a name twice.
+# the frame is observed, push. Each option is declared once with `option(default, doc,
+# range...)`: `validate_config` then refuses a wrong type or an out-of-range value with an
+# error naming the option, and `config_fields` lists the declarations (the CLI prints
+# them). `unregister` first, so that re-running the notebook does not trip over the
+# registry's refusal to register a name twice.
 
 # %%
 unregister("3dvar")
@@ -177,25 +183,34 @@ class ThreeDVar:
 
     @dataclass(frozen=True)
     class Config:
-        """Attributes:
-        background_std: fixed background standard deviation, or None to take it from the
-            forecast ensemble at every point and frame.
-        length_scale: correlation length L of B, in grid points.
-        inflation: factor on the ensemble standard deviations (background_std=None).
-        perturb: perturb the observations of every member (else all members get the same
-            gain applied to the same innovation, and the analysis spread collapses).
-        """
+        """Options of ensemble 3D-Var."""
 
-        background_std: float | None = None
-        length_scale: float = 4.0
-        inflation: float = 1.0
-        perturb: bool = True
+        background_std: float | None = option(
+            None,
+            "Fixed background standard deviation, or None to take it from the forecast "
+            "ensemble at every point and frame.",
+            low=0.0,
+            low_open=True,
+            optional=True,
+        )
+        length_scale: float = option(
+            4.0, "Correlation length L of B, in grid points.", low=0.0, low_open=True
+        )
+        inflation: float = option(
+            1.0,
+            "Factor on the ensemble standard deviations (background_std=None).",
+            low=0.0,
+            low_open=True,
+        )
+        perturb: bool = option(
+            True,
+            "Perturb the observations of every member (else all members get the same gain "
+            "applied to the same innovation, and the analysis spread collapses).",
+            kind=bool,
+        )
 
         def __post_init__(self):
-            if self.background_std is not None and not self.background_std > 0:
-                raise ValueError("background_std must be positive or None")
-            if not (self.length_scale > 0 and self.inflation > 0):
-                raise ValueError("length_scale and inflation must be positive")
+            validate_config(self)  # type, finiteness and range of every option
 
     def lookahead(self, config):
         return 0  # a filter: frame t's observation only
@@ -222,6 +237,8 @@ class ThreeDVar:
 
 
 print(available_strategies())
+for declared in config_fields(ThreeDVar.Config):
+    print(f"  {declared.name}: {declared.type}, {declared.range}, default {declared.default!r}")
 
 # %% [markdown]
 # ## 3. Conformance: the contract every registered strategy is tested with

@@ -110,6 +110,16 @@ class ARDM:
     def context_length(self) -> int:
         return self._context_length
 
+    @property
+    def dtype(self) -> torch.dtype | None:
+        """The floating dtype the denoiser computes in (its parameters'), or None if it has
+        no parameters and works in the dtype of its input (the analytic denoiser)."""
+        parameters = getattr(self.denoiser, "parameters", None)
+        if callable(parameters):
+            for parameter in parameters():
+                return parameter.dtype
+        return None
+
     def with_schedule(self, schedule: Schedule) -> ARDM:
         """The same model with another schedule (e.g. more sub-steps, or eta = 0)."""
         return ARDM(self.denoiser, schedule, self._frame_shape, self._context_length, self.name)

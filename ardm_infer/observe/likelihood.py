@@ -22,6 +22,8 @@ distribution and composes with Pyro models (e.g. the SMC cross-check against
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -75,7 +77,10 @@ def observation_distribution(
     """
     ndim = _frame_ndim(mask, frame_ndim)
     mask = mask.to(state.device)
-    return pyro_distributions.Normal(state, sigma).mask(mask).to_event(ndim)
+    # No argument validation: a diverged (non-finite) state gives a NaN log-likelihood that the
+    # run's per-frame check reports with the frame and a hint, not a distribution error.
+    normal = pyro_distributions.Normal(state, sigma, validate_args=False)
+    return normal.mask(mask).to_event(ndim)
 
 
 def log_likelihood(
@@ -167,7 +172,7 @@ def log_likelihood_linear(
         The leading shape ``(...)``.
     """
     predicted = operator.apply(state)
-    distribution = pyro_distributions.Normal(predicted, sigma).to_event(1)
+    distribution = pyro_distributions.Normal(predicted, sigma, validate_args=False).to_event(1)
     return distribution.log_prob(observation_vector.to(state.device))
 
 
@@ -329,22 +334,45 @@ class ObservationModel:
     def __post_init__(self) -> None:
         if (self.mask is None) == (self.operator is None):
             raise ValueError("an ObservationModel has exactly one of mask and operator")
+        object.__setattr__(self, "sigma", _checked_sigma(self.sigma))
+        observation = _float_tensor(self.observation, "observation")
         if self.operator is not None:
+            if not isinstance(self.operator, LinearOperator):
+                raise TypeError(
+                    f"operator must be a LinearOperator, got {type(self.operator).__name__}"
+                )
             if self.observed_frames is None:
                 raise ValueError("a linear ObservationModel needs observed_frames (T,) bool")
             n_obs = self.operator.observation_size
-            if self.observation.ndim != 3 or self.observation.shape[-1] != n_obs:
+            if observation.ndim != 3 or observation.shape[-1] != n_obs:
                 raise ValueError(
                     f"observation must be (trajectories, horizon, {n_obs}) for an operator "
-                    f"with {n_obs} rows; got {tuple(self.observation.shape)}"
+                    f"with {n_obs} rows; got {tuple(observation.shape)}"
                 )
-            if tuple(self.observed_frames.shape) != (self.horizon,):
+            observed = _bool_tensor(self.observed_frames, "observed_frames")
+            if tuple(observed.shape) != (observation.shape[1],):
                 raise ValueError(
-                    f"observed_frames must be ({self.horizon},) bool, got "
-                    f"{tuple(self.observed_frames.shape)}"
+                    f"observed_frames must be ({observation.shape[1]},) bool, got "
+                    f"{tuple(observed.shape)}"
                 )
-        elif self.observed_frames is not None:
-            raise ValueError("observed_frames belongs to a linear model (the mask says it)")
+            object.__setattr__(self, "observed_frames", observed)
+            where = observed.to(observation.device).view(1, -1, 1).expand_as(observation)
+        else:
+            if self.observed_frames is not None:
+                raise ValueError("observed_frames belongs to a linear model (the mask says it)")
+            mask = _bool_tensor(self.mask, "mask")
+            if observation.ndim < 3 or tuple(mask.shape) not in (
+                tuple(observation.shape),
+                tuple(observation.shape[1:]),
+            ):
+                raise ValueError(
+                    f"mask must be (horizon, channels, *space) or (trajectories, horizon, "
+                    f"channels, *space) for observations {tuple(observation.shape)}; got "
+                    f"{tuple(mask.shape)}"
+                )
+            object.__setattr__(self, "mask", mask)
+            where = mask.to(observation.device).expand_as(observation)
+        object.__setattr__(self, "observation", _finite_where(observation, where))
 
     # ------------------------------------------------------------------ description
 
@@ -413,3 +441,68 @@ class ObservationModel:
     def with_sigma(self, sigma: float) -> ObservationModel:
         """The same observations scored with another noise level."""
         return replace(self, sigma=sigma)
+
+    def to(self, dtype: torch.dtype) -> ObservationModel:
+        """The same model with observations in ``dtype``."""
+        if self.observation.dtype == dtype:
+            return self
+        return replace(self, observation=self.observation.to(dtype))
+
+
+def _checked_sigma(sigma: Any) -> float:
+    """sigma as a float; ``TypeError`` / ``ValueError`` naming it unless a positive finite
+    number."""
+    if isinstance(sigma, torch.Tensor) and sigma.numel() == 1:
+        sigma = sigma.item()
+    if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real):
+        raise TypeError(f"sigma (observation noise std) must be a number, got {sigma!r}")
+    sigma = float(sigma)
+    if not (math.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"sigma (observation noise std) must be positive and finite, got {sigma}")
+    return sigma
+
+
+def _float_tensor(x: Any, name: str) -> torch.Tensor:
+    """``x`` as a floating tensor (numpy arrays converted; integers to the default dtype)."""
+    if not isinstance(x, torch.Tensor):
+        try:
+            x = torch.as_tensor(x)
+        except (TypeError, ValueError, RuntimeError) as error:
+            raise TypeError(f"{name} must be a tensor or an array, got {type(x).__name__}") from (
+                error
+            )
+    if x.is_complex():
+        raise TypeError(f"{name} must be real, got {x.dtype}")
+    if not x.is_floating_point():
+        x = x.to(torch.get_default_dtype())
+    return x
+
+
+def _bool_tensor(x: Any, name: str) -> torch.Tensor:
+    """A boolean mask; numbers are accepted when every entry is 0 or 1."""
+    if not isinstance(x, torch.Tensor):
+        try:
+            x = torch.as_tensor(x)
+        except (TypeError, ValueError, RuntimeError) as error:
+            raise TypeError(f"{name} must be a boolean tensor, got {type(x).__name__}") from (error)
+    if x.dtype == torch.bool:
+        return x
+    if x.is_complex() or not bool(((x == 0) | (x == 1)).all()):
+        raise ValueError(f"{name} must be boolean (or numbers that are all 0 or 1)")
+    return x != 0
+
+
+def _finite_where(observation: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+    """Refuse non-finite observed values (``ValueError`` naming the first frame); non-finite
+    values where nothing is observed are ignored by definition and set to 0."""
+    finite = torch.isfinite(observation)
+    bad = observed & ~finite
+    if bool(bad.any()):
+        frame = int(torch.nonzero(bad.flatten(2).any(-1).any(0)).flatten()[0])
+        raise ValueError(
+            f"observation has non-finite values where observed ({int(bad.sum())} entries; "
+            f"first at frame t={frame}): observations must be finite where the mask is true"
+        )
+    if bool(finite.all()):
+        return observation
+    return torch.where(finite, observation, torch.zeros((), dtype=observation.dtype))

@@ -8,6 +8,7 @@ with a DPS proposal) goes through Config.
 from . import controller, dps, enkf, forecast, smc, vc  # noqa: F401  (registers)
 from .base import (
     Cost,
+    DivergenceError,
     Problem,
     ProblemView,
     Propagation,
@@ -17,15 +18,19 @@ from .base import (
     StrategyState,
     assimilate,
     available_strategies,
+    config_fields,
     get_strategy,
     make_problem,
     propagate,
     register,
     unregister,
 )
+from .config import ConfigField, option, validate_config
 
 __all__ = [
+    "ConfigField",
     "Cost",
+    "DivergenceError",
     "Problem",
     "ProblemView",
     "Propagation",
@@ -35,9 +40,12 @@ __all__ = [
     "StrategyState",
     "assimilate",
     "available_strategies",
+    "config_fields",
     "get_strategy",
     "make_problem",
+    "option",
     "propagate",
     "register",
     "unregister",
+    "validate_config",
 ]

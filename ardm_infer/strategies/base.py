@@ -28,11 +28,13 @@ from tqdm.auto import tqdm
 
 from ..ardm.process import count_denoiser_calls
 from ..process import GuidedProcess, Process
+from .config import config_fields, document_config
 from .problem import Problem, ProblemView, StrategyContractError, make_problem
 from .state import Cost, StrategyResult, StrategyState
 
 __all__ = [
     "Cost",
+    "DivergenceError",
     "Problem",
     "ProblemView",
     "Propagation",
@@ -42,6 +44,7 @@ __all__ = [
     "StrategyState",
     "assimilate",
     "available_strategies",
+    "config_fields",
     "flat",
     "get_strategy",
     "initial_window",
@@ -53,6 +56,22 @@ __all__ = [
     "unflat",
     "unregister",
 ]
+
+
+class DivergenceError(RuntimeError):
+    """A strategy's ensemble went non-finite (or its weights collapsed): the run stops here.
+
+    Attributes:
+        strategy: the registry name.
+        frame: the frame index t (0-based in the horizon).
+        trajectories: the trajectories whose ensemble (or weights) failed.
+    """
+
+    def __init__(self, message: str, strategy: str, frame: int, trajectories: list[int]):
+        super().__init__(message)
+        self.strategy = strategy
+        self.frame = frame
+        self.trajectories = trajectories
 
 
 @runtime_checkable
@@ -107,6 +126,7 @@ def register(cls: type) -> type:
             f"{cls.__name__} must declare lookahead(self, config) -> int: the frames of future "
             "observations its step reads (0 for a filter)"
         )
+    document_config(cls.Config)
     _REGISTRY[name] = cls()
     return cls
 
@@ -217,8 +237,26 @@ def assimilate(
     """
     if generator is None:
         raise ValueError("pass a torch.Generator: strategies never use the global RNG")
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    if isinstance(members, bool) or not isinstance(members, int):
+        raise TypeError(f"members must be an integer, got {members!r} ({type(members).__name__})")
     if members < 1:
         raise ValueError(f"members must be >= 1, got {members}")
+    if not isinstance(progress, bool):
+        raise TypeError(f"progress must be True or False, got {progress!r}")
+    if not isinstance(problem, Problem):
+        raise TypeError(f"problem must be a Problem (make_problem), got {type(problem).__name__}")
+    if not isinstance(process, Process):
+        raise TypeError(
+            f"process must be a Process (an ARDM or a numerical process), got "
+            f"{type(process).__name__}"
+        )
+    if not isinstance(strategy, str) and not isinstance(strategy, Strategy):
+        raise TypeError(
+            f"strategy must be a registered name or a strategy object, got "
+            f"{type(strategy).__name__}"
+        )
     strat = get_strategy(strategy) if isinstance(strategy, str) else strategy
     if config is None:
         config = strat.Config(**overrides)
@@ -231,6 +269,7 @@ def assimilate(
             f"problem frames {problem.frame_shape} do not match the process {process.frame_shape}"
         )
     lookahead = _declared_lookahead(strat, config)
+    problem = problem.to(_process_dtype(process, problem))
     device = problem.context.device
     t0 = time.perf_counter()
     with count_denoiser_calls() as counter:
@@ -248,6 +287,7 @@ def assimilate(
             view = ProblemView.of(problem, t, lookahead, strat.name)
             state = strat.step(process, view, state, t, config, generator)
             _check_state(strat, state, t + 1)
+            _check_finite(strat, state.frames[-1], t)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     wall = time.perf_counter() - t0
@@ -280,6 +320,39 @@ def _declared_lookahead(strategy: Strategy, config: Any) -> int:
             f"{strategy.name}.lookahead(config) must return an int >= 0, got {lookahead!r}"
         )
     return lookahead
+
+
+def _process_dtype(process: Process, problem: Problem) -> torch.dtype:
+    """The floating dtype a run computes in: the process's, if it declares one (a learned
+    ARDM's parameters), else the problem's, with 16-bit floats raised to float32."""
+    dtype = getattr(process, "dtype", None)
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    dtype = problem.context.dtype
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+_DIVERGENCE_HINT = (
+    "check the inputs (context and observations in the process's normalised units, sigma) "
+    "and the strategy's options"
+)
+
+
+def _check_finite(strategy: Strategy, frame: torch.Tensor, t: int) -> None:
+    """Stop a run whose ensemble frame ``(members, trajectories, C, *space)`` is non-finite."""
+    finite = torch.isfinite(frame).flatten(2).all(-1)  # (members, trajectories)
+    if bool(finite.all()):
+        return
+    failed = ~finite
+    which = torch.nonzero(failed.any(0)).flatten().tolist()
+    hint = getattr(strategy, "divergence_hint", _DIVERGENCE_HINT)
+    raise DivergenceError(
+        f"{strategy.name}: the ensemble became non-finite at frame t={t} for trajectories "
+        f"{which} ({int(failed.sum())} of {failed.numel()} member-trajectories); {hint}",
+        strategy.name,
+        t,
+        which,
+    )
 
 
 def _check_state(strategy: Strategy, state: Any, frames: int) -> None:

@@ -24,7 +24,6 @@ import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -42,6 +41,7 @@ from .base import (
     require_guided_ardm,
     require_mask_observations,
 )
+from .config import option, validate_config
 
 __all__ = ["ControllerStrategy", "controller_proposal", "resolve_controller"]
 
@@ -77,7 +77,10 @@ def resolve_controller(
         else:
             path = Path(controller).resolve()
         if not path.is_file():
-            raise FileNotFoundError(f"no controller artifact at {path}")
+            raise FileNotFoundError(
+                f"controller={str(controller)!r}: no controller artifact at {path} (a path to a "
+                f".safetensors artifact, or one of the shipped names {', '.join(SHIPPED)})"
+            )
         stat = path.stat()
         key = (str(path), stat.st_mtime_ns, stat.st_size)
         if key not in _LOADED:
@@ -116,25 +119,24 @@ class ControllerStrategy:
     """One causal rollout with the amortised controller active (CA-ARDM)."""
 
     name = "controller"
+    divergence_hint = (
+        "the controller may not fit this ARDM or regime (see diagnostics['trained_for'])"
+    )
 
     @dataclass(frozen=True)
     class Config:
-        """Attributes:
-        controller: a trained :class:`~ardm_infer.controller.Controller`, the path of its
-            ``.safetensors`` artifact (card beside it, sha256 verified), or ``"ks"`` /
-            ``"kolmogorov"`` for the shipped controllers; required.
-        """
+        """Options of the controller strategy."""
 
-        controller: Any = None
+        controller: Controller | str | Path | None = option(  # noqa: RUF009
+            None,
+            "A trained Controller, the path of its .safetensors artifact (card beside it, "
+            'sha256 verified), or "ks" / "kolmogorov" for the shipped controllers; required.',
+            kind=(Controller, str, Path),
+            optional=True,
+        )
 
         def __post_init__(self) -> None:
-            if self.controller is not None and not isinstance(
-                self.controller, Controller | str | Path
-            ):
-                raise TypeError(
-                    "controller must be a Controller, a path to an artifact, or None; got "
-                    f"{type(self.controller).__name__}"
-                )
+            validate_config(self)
 
     def lookahead(self, config: Config) -> int:
         """The preview buffer holds frames t .. t + Lambda - 1: Lambda - 1."""

@@ -50,6 +50,7 @@ import torch
 from ..observe import FrameObservation, LinearOperator
 from ..process import Process
 from .base import ProblemView, StrategyState, initial_window, propagate, register
+from .config import option, validate_config
 
 __all__ = [
     "EnsembleKalmanFilter",
@@ -528,39 +529,43 @@ class EnsembleKalmanFilter:
     """
 
     name = "enkf"
+    divergence_hint = "use more members, an inflation closer to 1 or a localisation_radius"
 
     @dataclass(frozen=True)
     class Config:
-        """Options of the EnKF.
+        """Options of the EnKF (module docstring)."""
 
-        Attributes:
-            variant: ``"etkf"`` (square-root, Hunt et al. 2007) or ``"perturbed"``
-                (stochastic EnKF, Burgers et al. 1998).
-            inflation: multiplicative factor (> 0, usually >= 1) on the forecast anomalies
-                before each analysis.
-            localisation_radius: Gaspari-Cohn half-width in grid points (weights reach 0 at
-                twice this distance; periodic distance, per axis on 2-D grids), or None.
-            initial_spread: std of Gaussian perturbations added by ``init`` to the context
-                of every member (from the generator); a deterministic process needs > 0,
-                or all members stay identical and no analysis can act.
-        """
-
-        variant: str = "etkf"
-        inflation: float = 1.0
-        localisation_radius: float | None = None
-        initial_spread: float = 0.0
+        variant: str = option(
+            "etkf",
+            '"etkf" (square-root, Hunt et al. 2007) or "perturbed" (stochastic EnKF, Burgers '
+            "et al. 1998).",
+            kind=str,
+            choices=VARIANTS,
+        )
+        inflation: float = option(
+            1.0,
+            "Multiplicative factor (usually >= 1) on the forecast anomalies before each analysis.",
+            low=0.0,
+            low_open=True,
+        )
+        localisation_radius: float | None = option(
+            None,
+            "Gaspari-Cohn half-width in grid points (weights reach 0 at twice this distance; "
+            "periodic distance, per axis on 2-D grids), or None; mask observations only.",
+            low=0.0,
+            low_open=True,
+            optional=True,
+        )
+        initial_spread: float = option(
+            0.0,
+            "Std of Gaussian perturbations added by init to the context of every member "
+            "(from the generator); a deterministic process needs > 0, or all members stay "
+            "identical and no analysis can act.",
+            low=0.0,
+        )
 
         def __post_init__(self) -> None:
-            if self.variant not in VARIANTS:
-                raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
-            if not (math.isfinite(self.inflation) and self.inflation > 0):
-                raise ValueError(f"inflation must be positive and finite, got {self.inflation}")
-            if self.localisation_radius is not None and not self.localisation_radius > 0:
-                raise ValueError(
-                    f"localisation_radius must be > 0 (or None), got {self.localisation_radius}"
-                )
-            if not (math.isfinite(self.initial_spread) and self.initial_spread >= 0):
-                raise ValueError(f"initial_spread must be >= 0, got {self.initial_spread}")
+            validate_config(self)
 
     def lookahead(self, config: Config) -> int:
         """A filter: frame t's observation only."""

@@ -15,6 +15,7 @@ class Forecast:
     """Members run the process from the true context, ignoring all observations."""
 
     name = "forecast"
+    divergence_hint = "the process itself diverged from this context (check its units)"
 
     @dataclass(frozen=True)
     class Config:

@@ -16,6 +16,7 @@ context ``(trajectories, k, channels, *space)``, vector observations of a linear
 from __future__ import annotations
 
 import dataclasses
+import operator as _operator
 from dataclasses import dataclass
 
 import torch
@@ -70,6 +71,8 @@ class Problem:
     observation_model: ObservationModel | None = None
 
     def __post_init__(self) -> None:
+        for name in ("truth", "context"):
+            object.__setattr__(self, name, _frames(getattr(self, name), name))
         model = self.observation_model
         if model is None:
             missing = [n for n in ("observation", "mask", "sigma") if getattr(self, n) is None]
@@ -127,8 +130,6 @@ class Problem:
                     f"the operator acts on frames {model.operator.frame_shape}, the truth has "
                     f"frames {frame}"
                 )
-        if not self.sigma > 0:
-            raise ValueError(f"sigma must be positive, got {self.sigma}")
 
     @property
     def trajectories(self) -> int:
@@ -141,6 +142,17 @@ class Problem:
     @property
     def frame_shape(self) -> tuple[int, ...]:
         return tuple(self.truth.shape[2:])
+
+    def to(self, dtype: torch.dtype) -> Problem:
+        """The same problem with truth, context and observations in ``dtype``."""
+        if all(x.dtype == dtype for x in (self.truth, self.context, self.observation)):
+            return self
+        return Problem(
+            truth=self.truth.to(dtype),
+            context=self.context.to(dtype),
+            regime=self.regime,
+            observation_model=self.observation_model.to(dtype),
+        )
 
     def mask_at(self, t: int) -> torch.Tensor:
         """Mask of frame t, ``(trajectories, channels, *space)`` (broadcast if shared)."""
@@ -173,11 +185,19 @@ def make_problem(
     regime observes, with the regime's sigma; the regime's spatial pattern must then be
     ``full`` (H replaces it), e.g. ``"full, every=2, sigma=0.1"``.
     """
-    regime = parse_regime(regime, pde=pde) if isinstance(regime, str) else regime
-    k = context_length
-    h = frames.shape[1] - k if horizon is None else horizon
+    frames = _frames(frames, "frames")
+    if frames.dtype in (torch.float16, torch.bfloat16):
+        frames = frames.float()  # observation noise is drawn at float32 precision at least
+    k = _integer(context_length, "context_length", 1)
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    regime = parse_regime(regime, pde=pde)
+    h = frames.shape[1] - k if horizon is None else _integer(horizon, "horizon", 1)
     if h < 1 or frames.shape[1] < k + h:
-        raise ValueError(f"need {k} context frames plus a horizon >= 1; got {frames.shape[1]}")
+        raise ValueError(
+            f"frames has {frames.shape[1]} frames along axis 1: need context_length={k} "
+            f"plus a horizon >= 1{'' if horizon is None else f' (horizon={h})'}"
+        )
     truth = frames[:, k : k + h]
     if operator is None:
         observation, mask = regime.observe(truth, generator)
@@ -185,6 +205,51 @@ def make_problem(
     else:
         model = _linear_observations(truth, regime, operator, generator)
     return Problem(truth=truth, context=frames[:, :k], regime=regime, observation_model=model)
+
+
+def _frames(x: object, name: str) -> torch.Tensor:
+    """Frames ``(trajectories, time, channels, *space)`` as a finite floating tensor (numpy
+    arrays converted, integers to the default dtype); ``TypeError`` / ``ValueError`` naming
+    ``name`` otherwise."""
+    if not isinstance(x, torch.Tensor):
+        try:
+            x = torch.as_tensor(x)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(
+                f"{name} must be a tensor or an array, got {type(x).__name__}"
+            ) from None
+    if x.is_complex() or x.dtype == torch.bool:
+        raise TypeError(f"{name} must be real numbers, got {x.dtype}")
+    if not x.is_floating_point():
+        x = x.to(torch.get_default_dtype())
+    if x.ndim < 4:
+        raise ValueError(
+            f"{name} must be (trajectories, time, channels, *space) with at least one spatial "
+            f"axis; got shape {tuple(x.shape)}"
+        )
+    if not bool(torch.isfinite(x).all()):
+        bad = ~torch.isfinite(x)
+        where = torch.nonzero(bad.flatten(2).any(-1))[0].tolist()
+        raise ValueError(
+            f"{name} has {int(bad.sum())} non-finite values (first at trajectory {where[0]}, "
+            f"frame {where[1]}); frames must be finite"
+        )
+    return x
+
+
+def _integer(value: object, name: str, minimum: int) -> int:
+    """``value`` as an int >= minimum; ``TypeError`` / ``ValueError`` naming ``name``."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    try:
+        value = _operator.index(value)
+    except TypeError:
+        raise TypeError(
+            f"{name} must be an integer, got {value!r} ({type(value).__name__})"
+        ) from None
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
 
 
 def _linear_observations(

@@ -55,7 +55,15 @@ import torch
 from ..guidance import Guidance
 from ..process import GuidedProcess, Process
 from ..soc.weights import effective_sample_size
-from .base import ProblemView, StrategyState, initial_window, propagate, register
+from .base import (
+    DivergenceError,
+    ProblemView,
+    StrategyState,
+    initial_window,
+    propagate,
+    register,
+)
+from .config import option, validate_config
 
 __all__ = ["SMC", "effective_sample_size", "systematic_resample"]
 
@@ -112,47 +120,50 @@ class SMC:
     """Particle filter over frames (bootstrap or guided proposals, exact path-space weights)."""
 
     name = "smc"
+    divergence_hint = "use more particles, a guided proposal or process_noise"
 
     @dataclass(frozen=True)
     class Config:
-        """Attributes:
-        proposal: None for the bootstrap proposal (the process prior), or a factory
-            ``(problem, t) -> Guidance | None`` called at every frame t (0-based in the
-            horizon) with the strategy's :class:`~ardm_infer.strategies.ProblemView`; None
-            from the factory means "bootstrap at this frame".  A factory that reads the
-            observations of later frames declares how many in an integer attribute
-            ``lookahead`` (e.g. :func:`~ardm_infer.strategies.controller.controller_proposal`);
-            without one it may read frame t only.  The guidance
-            sees a flattened batch ``(members * trajectories, C, *space)`` laid out
-            members-major (flat index ``m * trajectories + n`` is member m of trajectory n,
-            as :func:`~ardm_infer.strategies.base.flat`), so per-trajectory data (e.g.
-            ``problem.observation_at(t)``) is tiled ``members`` times.  Needs an ARDM with a
-            stochastic schedule (eta > 0).  A guidance with an integer ``vjps`` counter has
-            its increase added to the run's VJP cost.
-        ess_threshold: resample a trajectory's particles when ESS < ess_threshold * members,
-            in [0, 1]; 0 never resamples (sequential importance sampling), 1 resamples at
-            (almost) every frame.
-        process_noise: std of Gaussian jitter x_t <- x_t + process_noise * xi added to every
-            propagated particle (0 = none), e.g. for deterministic numerical dynamics such as
-            Lorenz-96 where a bootstrap filter would otherwise never diversify its particles.
-            This *changes the model* to x_t = f(c_{t-1}) + process_noise * xi: the filter is
-            then exact for that model, not for the original dynamics.
-        """
+        """Options of the particle filter (module docstring)."""
 
-        proposal: Callable[[ProblemView, int], Guidance | None] | None = None
-        ess_threshold: float = 0.5
-        process_noise: float = 0.0
+        proposal: Callable[[ProblemView, int], Guidance | None] | None = option(  # noqa: RUF009
+            None,
+            "None for the bootstrap proposal (the process prior), or a factory "
+            "(problem, t) -> Guidance | None called at every frame t (0-based) with the "
+            "strategy's ProblemView; None from it means bootstrap at this frame. A factory "
+            "that reads later frames declares how many in an int attribute `lookahead` (e.g. "
+            "controller_proposal); without one it may read frame t only. The guidance sees "
+            "the flattened batch (members * trajectories, C, *space), members-major (flat "
+            "index m * trajectories + n is member m of trajectory n), so per-trajectory data "
+            "(problem.observation_at(t)) is tiled members times. Needs an ARDM with a "
+            "stochastic schedule (eta > 0). A guidance with an int `vjps` counter has its "
+            "increase added to the run's VJP cost.",
+            kind="callable",
+            optional=True,
+        )
+        ess_threshold: float = option(
+            0.5,
+            "Resample a trajectory's particles when ESS < ess_threshold * members; 0 never "
+            "resamples (sequential importance sampling), 1 resamples at (almost) every frame.",
+            low=0.0,
+            high=1.0,
+        )
+        process_noise: float = option(
+            0.0,
+            "Std of Gaussian jitter x_t <- x_t + process_noise * xi added to every propagated "
+            "particle (0 = none), e.g. for deterministic dynamics such as Lorenz-96 where a "
+            "bootstrap filter would never diversify its particles. This changes the model to "
+            "x_t = f(c_{t-1}) + process_noise * xi: the filter is then exact for that model.",
+            low=0.0,
+        )
 
         def __post_init__(self) -> None:
-            if self.proposal is not None and not callable(self.proposal):
+            validate_config(self)
+            lookahead = getattr(self.proposal, "lookahead", 0)
+            if isinstance(lookahead, bool) or not isinstance(lookahead, int) or lookahead < 0:
                 raise TypeError(
-                    "proposal must be None or a callable (problem, t) -> Guidance, got "
-                    f"{type(self.proposal).__name__}"
+                    f"SMC.Config.proposal.lookahead must be an int >= 0, got {lookahead!r}"
                 )
-            if not 0.0 <= self.ess_threshold <= 1.0:
-                raise ValueError(f"ess_threshold must be in [0, 1], got {self.ess_threshold}")
-            if not (self.process_noise >= 0.0 and math.isfinite(self.process_noise)):
-                raise ValueError(f"process_noise must be finite and >= 0, got {self.process_noise}")
 
     def lookahead(self, config: Config) -> int:
         """0 (a filter), or the look-ahead its proposal declares (``proposal.lookahead``)."""
@@ -212,8 +223,8 @@ class SMC:
         number of resampling events per trajectory.
 
         Raises:
-            RuntimeError: if every particle of a trajectory gets zero weight (log-weights all
-                -inf or NaN), naming the frame and the trajectories.
+            DivergenceError: (a RuntimeError) if every particle of a trajectory gets zero
+                weight (log-weights all -inf or NaN), naming the frame and the trajectories.
         """
         _check_proposal(process, config)
         members, trajectories = state.window.shape[:2]
@@ -252,12 +263,15 @@ class SMC:
             collapsed = ~torch.isfinite(log_normaliser)
             if bool(collapsed.any()):
                 which = torch.nonzero(collapsed).flatten().tolist()
-                raise RuntimeError(
+                raise DivergenceError(
                     f"smc: the weights of all {members} particles collapsed (every log-weight "
                     f"is -inf or NaN) at frame t={t} for trajectories {which}; the "
                     "observations are impossible under the proposal (sigma too small, "
                     "observations far from every particle, or diverged particles); use more "
-                    "particles, a guided proposal or a larger sigma"
+                    "particles, a guided proposal or a larger sigma",
+                    "smc",
+                    t,
+                    which,
                 )
             log_weights = joint - log_normaliser
             ess = effective_sample_size(log_weights, normalised=True)

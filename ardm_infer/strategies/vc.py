@@ -4,16 +4,22 @@ Over a window of ``window`` frames starting at t, with controls u_{j,s} for ever
 sub-step s and batch element (members x trajectories), minimise
 
     J(u) = sum_j l(y_j, x_j) + sum_{j,s} w_s l(y_j, x0_hat_{j,s}) + beta * sum_{j,s} KL_{j,s},
-    l(y, x) = |M (y - x)|^2 / (2 sigma_y^2),    KL_{j,s} = |u_{j,s}|^2 / (2 tau_s^2)
+    l(y, x) = |y - H x|^2 / (2 sigma_y^2),    KL_{j,s} = |u_{j,s}|^2 / (2 tau_s^2)
 
 by ``iterations`` L-BFGS (or Adam) iterations, back-propagating through the whole window
-rollout with the sampler noise held fixed (common random numbers: each window draws one seed
-from the generator, and every iteration and the final rollout reuse it).  Controls are parameterised
-as u = tau_s v, so KL = |v|^2 / 2.  The optimised window is then emitted frame by frame and
-the next window is warm-started from the previous one's controls.  With beta = 1 and w = 0
-minimising J is minimising KL(Q^u || posterior path measure) (docs/design.md §2); Pandey et al.
-(2025) use this test-time optimisation as the per-instance counterpart of an amortised
-controller.  Windows without observations are not optimised (the optimum is u = 0).
+rollout with the sampler noise held fixed.  Controls are parameterised as u = tau_s v, so
+KL = |v|^2 / 2.  The optimised window is then emitted frame by frame and the next window is
+warm-started from the previous one's controls.  With beta = 1 and w = 0 minimising J is
+minimising KL(Q^u || posterior path measure) (docs/design.md §2); Pandey et al. (2025) use
+this test-time optimisation as the per-instance counterpart of an amortised controller.
+Windows without observations are not optimised (the optimum is u = 0).
+
+Common random numbers, within the window and with the other strategies: every rollout of a
+window (each objective evaluation and the emitted one) replays the noise the run's generator
+would draw next, from a copy of its state, and the generator is then advanced exactly as the
+emitted rollout consumed it.  The emitted frames therefore use the same sampler noise as
+``forecast``, ``dps`` or ``controller`` with the same generator (a window without
+observations is the forecast, bit for bit).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from .base import (
     require_guided_ardm,
     unflat,
 )
+from .config import option, validate_config
 
 
 class _WindowControls:
@@ -69,35 +76,37 @@ class VariationalControl:
     """Per-instance optimisation of the sub-step controls over a preview window."""
 
     name = "vc"
+    divergence_hint = (
+        "use optimiser='lbfgs', fewer iterations or a smaller learning_rate; check beta"
+    )
 
     @dataclass(frozen=True)
     class Config:
-        """Attributes:
-        window: frames per optimisation window (Lambda).
-        iterations: optimiser iterations per window (M).
-        optimiser: ``"lbfgs"`` (default; strong-Wolfe line search, so the step adapts to
-            the curvature of J and stops when the gradient vanishes) or ``"adam"``.  Adam's
-            sign-like steps keep jittering v by about ``learning_rate`` even where the
-            gradient is ~0 (e.g. sigma_y -> infinity), which adds spurious control energy.
-        learning_rate: Adam step size on v = u / tau (unused by L-BFGS).
-        beta: weight of the KL term.
-        arrival_weight: w_s, the same for every sub-step (0 = terminal cost only).
-        """
+        """Options of variational control (module docstring)."""
 
-        window: int = 4
-        iterations: int = 20
-        optimiser: str = "lbfgs"
-        learning_rate: float = 0.1
-        beta: float = 1.0
-        arrival_weight: float = 0.0
+        window: int = option(4, "Frames per optimisation window (Lambda).", kind=int, low=1)
+        iterations: int = option(
+            20, "Optimiser iterations per window (M); 0 emits the prior.", kind=int, low=0
+        )
+        optimiser: str = option(
+            "lbfgs",
+            '"lbfgs" (strong-Wolfe line search: the step adapts to the curvature of J and '
+            'stops when the gradient vanishes) or "adam" (sign-like steps keep jittering v by '
+            "about learning_rate where the gradient is ~0, which adds spurious control "
+            "energy).",
+            kind=str,
+            choices=("lbfgs", "adam"),
+        )
+        learning_rate: float = option(
+            0.1, "Adam step size on v = u / tau (unused by L-BFGS).", low=0.0, low_open=True
+        )
+        beta: float = option(1.0, "Weight of the KL term of J.", low=0.0)
+        arrival_weight: float = option(
+            0.0, "w_s, the same for every sub-step (0 = terminal cost only).", low=0.0
+        )
 
         def __post_init__(self) -> None:
-            if self.window < 1 or self.iterations < 0:
-                raise ValueError("window must be >= 1 and iterations >= 0")
-            if self.optimiser not in ("lbfgs", "adam"):
-                raise ValueError(f"optimiser must be 'lbfgs' or 'adam', got {self.optimiser!r}")
-            if self.beta < 0 or self.arrival_weight < 0:
-                raise ValueError("beta and arrival_weight must be >= 0")
+            validate_config(self)
 
     def lookahead(self, config: Config) -> int:
         """A window of ``window`` frames is optimised at its first frame: window - 1."""
@@ -154,7 +163,7 @@ class VariationalControl:
         frames = min(config.window, problem.horizon - t)
         S = process.schedule.substeps
         batch = members * problem.trajectories
-        seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
+        start = generator.get_state()  # every rollout of the window replays this noise
         observations = [problem.frame(t + j) for j in range(frames)]
         observations = [None if o is None else o.tile(members) for o in observations]
         shape = (config.window, S, batch, *problem.frame_shape)
@@ -173,21 +182,22 @@ class VariationalControl:
         context = flat(state.window)
 
         def rollout(controls: torch.Tensor, record_arrival: bool):
-            g = torch.Generator(device=state.window.device).manual_seed(seed)
+            g = torch.Generator(device=generator.device)
+            g.set_state(start)
             guidance = _WindowControls(controls)
             arrival = None
             if record_arrival and config.arrival_weight > 0:
                 arrival = ArrivalCosts(observations, config.arrival_weight)
                 guidance = arrival.wrap(guidance)
             run = guided_rollout(process, context, frames, g, guidance, record=False)
-            return run, arrival
+            return run, arrival, g
 
         def closure():
             nonlocal evaluations
             evaluations += 1
             optimiser.zero_grad()
             with torch.enable_grad():
-                run, arrival = rollout(v, record_arrival=True)
+                run, arrival, _ = rollout(v, record_arrival=True)
                 cost = None if arrival is None else arrival.total_like(run.kl)
                 objective = objective_terms(
                     run, observations, beta=config.beta, arrival=cost
@@ -215,7 +225,8 @@ class VariationalControl:
                 for _ in range(iterations):
                     optimiser.step(closure)
         with torch.no_grad():
-            run, _ = rollout(v.detach(), record_arrival=False)
+            run, _, used = rollout(v.detach(), record_arrival=False)
+        generator.set_state(used.get_state())  # the emitted rollout consumed the stream
         stored = torch.zeros(shape, dtype=dtype, device=state.window.device)
         stored[:frames] = v.detach()
         pending = tuple(
