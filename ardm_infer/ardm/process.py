@@ -55,7 +55,7 @@ def count_denoiser_calls() -> Iterator[DenoiserCallCounter]:
         _COUNTERS.reset(token)
 
 
-@dataclass
+@dataclass(frozen=True)
 class FrameResult:
     """One physical step of the ARDM.
 

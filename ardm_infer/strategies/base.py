@@ -370,7 +370,7 @@ def _check_state(strategy: Strategy, state: Any, frames: int) -> None:
         )
 
 
-@dataclass
+@dataclass(frozen=True)
 class Propagation:
     """One physical step of every member.
 
