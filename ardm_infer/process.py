@@ -11,9 +11,14 @@ Shapes: ``frame_shape = (channels, *space)``; a batch of contexts is
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import torch
+
+if TYPE_CHECKING:  # annotations only: the ARDM imports this module
+    from .ardm.process import FrameResult
+    from .ardm.schedule import Schedule
+    from .guidance import Guidance
 
 
 @runtime_checkable
@@ -45,6 +50,32 @@ class Process(Protocol):
         Returns:
             The next frame, ``(batch, channels, *space)``.
         """
+        ...
+
+
+@runtime_checkable
+class GuidedProcess(Process, Protocol):
+    """A process whose frames come from guided denoising sub-steps (the ARDM).
+
+    Strategies that steer sub-steps (``dps``, ``vc``, ``controller``, guided ``smc``) need
+    this protocol; ``isinstance(process, GuidedProcess)`` is the one check for it.
+    """
+
+    @property
+    def schedule(self) -> Schedule:
+        """The sampler's noise schedule (sub-steps, eta)."""
+        ...
+
+    def step_frame(
+        self,
+        context: torch.Tensor,
+        generator: torch.Generator | None = None,
+        guidance: Guidance | None = None,
+        frame: int = 0,
+        record: bool = False,
+    ) -> FrameResult:
+        """Generate the next frame ``(batch, channels, *space)`` from ``context``
+        ``(batch, >= k, channels, *space)`` under ``guidance``, with its KL and log-ratio."""
         ...
 
 

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from ardm_infer import metrics
 from ardm_infer.ardm.pretrained import load_ardm
+from ardm_infer.ardm.process import count_denoiser_calls
 from ardm_infer.data import DataConfig, load_dataset, make_solver
 from ardm_infer.dynamics import spectral_resample
 
@@ -146,12 +147,12 @@ def main() -> None:
     )
 
     # --- cost --------------------------------------------------------------------------------
-    calls_before = ardm.denoiser_calls
     batch = 16
     t0 = time.perf_counter()
-    ensemble_rollout(ardm, z[:1, :k].repeat(batch, *([1] * (z.ndim - 1))), 5, g, "timing")
+    with count_denoiser_calls() as counter:
+        ensemble_rollout(ardm, z[:1, :k].repeat(batch, *([1] * (z.ndim - 1))), 5, g, "timing")
     ms = 1000 * (time.perf_counter() - t0) / (5 * batch)
-    calls_per_frame = (ardm.denoiser_calls - calls_before) / (5 * batch)
+    calls_per_frame = counter.calls / (5 * batch)
 
     print(
         f"ARDM {ardm.name}: k={k}, S={ardm.schedule.substeps}, eta={ardm.schedule.eta}, "

@@ -28,7 +28,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pyro.infer import SMCFilter
 
-import ardm_infer.strategies.smc as smc_module
+import ardm_infer.observe.likelihood as likelihood_module
 from ardm_infer.ardm import (
     DeterministicSamplerError,
     Schedule,
@@ -39,7 +39,7 @@ from ardm_infer.dynamics import LinearGaussianTwin
 from ardm_infer.dynamics.linear_gaussian import kalman_filter
 from ardm_infer.guidance import FunctionGuidance, ZeroGuidance
 from ardm_infer.observe import observation_distribution
-from ardm_infer.strategies import Problem, assimilate, get_strategy, make_problem
+from ardm_infer.strategies import Problem, ProblemView, assimilate, get_strategy, make_problem
 from ardm_infer.strategies.base import flat
 from ardm_infer.strategies.dps import DPSGuidance
 from ardm_infer.strategies.smc import SMC, effective_sample_size, systematic_resample
@@ -136,10 +136,10 @@ def twisted_proposal(model: LinearGaussianTwin, strength: float = 1.0):
     A, Q = model.transition, model.process_covariance
     eye = torch.eye(Q.shape[0], dtype=Q.dtype)
 
-    def factory(problem: Problem, t: int):
+    def factory(problem: ProblemView, t: int):
         if not problem.observed(t):
             return None
-        y, mask = problem.observation[:, t, 0], problem.mask_at(t)[:, 0]
+        y, mask = problem.observation_at(t)[:, 0], problem.mask_at(t)[:, 0]
         noise = torch.full((), problem.sigma**2, dtype=y.dtype)
 
         def control(state):
@@ -245,10 +245,10 @@ def test_dps_proposal_composes_through_config(ardm, sampler_twin):
     members = 2000
     problem = twin_problem(sampler_twin, trajectories=4, horizon=4, seed=2)
 
-    def dps_proposal(problem: Problem, t: int):
-        tiled = (members, *problem.observation[:, t].shape)
+    def dps_proposal(problem: ProblemView, t: int):
+        tiled = (members, *problem.observation_at(t).shape)
         return DPSGuidance(
-            flat(problem.observation[:, t].unsqueeze(0).expand(tiled)),
+            flat(problem.observation_at(t).unsqueeze(0).expand(tiled)),
             flat(problem.mask_at(t).unsqueeze(0).expand(tiled)),
             problem.sigma,
             scale=0.25,
@@ -435,13 +435,13 @@ def test_inputs_and_state_are_not_mutated(twin, ardm):
     strategy = get_strategy("smc")
     config = SMC.Config(proposal=twisted_proposal(twin), ess_threshold=1.0)
     g = torch.Generator().manual_seed(18)
-    state = strategy.init(ardm, problem, 16, config, g)
+    state = strategy.init(ardm, ProblemView.of(problem, -1, 0, "smc"), 16, config, g)
     window, weights = state.window.clone(), state.log_weights.clone()
-    new = strategy.step(ardm, problem, state, 0, config, g)
+    new = strategy.step(ardm, ProblemView.of(problem, 0, 0, "smc"), state, 0, config, g)
     assert new is not state
     assert torch.equal(state.window, window) and torch.equal(state.log_weights, weights)
-    assert state.frames == [] and state.diagnostics["ess"] == [] and state.vjps == 0
-    newer = strategy.step(ardm, problem, new, 1, config, g)
+    assert state.frames == () and state.diagnostics["ess"] == () and state.vjps == 0
+    newer = strategy.step(ardm, ProblemView.of(problem, 1, 0, "smc"), new, 1, config, g)
     assert len(new.frames) == 1 and len(new.diagnostics["ess"]) == 1
     assert len(newer.frames) == 2 and len(newer.diagnostics["log_evidence"]) == 2
     for key, value in saved.items():
@@ -461,7 +461,7 @@ def test_weight_collapse_raises_naming_frame_and_trajectory(twin):
 
 
 def test_weight_collapse_of_one_trajectory_at_a_later_frame(twin, monkeypatch):
-    real = smc_module.log_likelihood
+    real = likelihood_module.log_likelihood
     calls = []
 
     def collapsing(observation, state, mask, sigma, frame_ndim):
@@ -473,7 +473,7 @@ def test_weight_collapse_of_one_trajectory_at_a_later_frame(twin, monkeypatch):
         return out
 
     problem = twin_problem(twin, trajectories=3, horizon=4, seed=20)
-    monkeypatch.setattr(smc_module, "log_likelihood", collapsing)
+    monkeypatch.setattr(likelihood_module, "log_likelihood", collapsing)
     with pytest.raises(RuntimeError, match=r"t=2 for trajectories \[1\]"):
         assimilate(twin, problem, "smc", members=8, generator=torch.Generator().manual_seed(0))
 

@@ -318,7 +318,7 @@ def test_importance_weights_are_unbiased(frame_shape, substeps, eta, frames, see
         torch.testing.assert_close(soc.log_importance_weights(log_ratio), -log_ratio)
     normalised = soc.importance_weights(run["reported_log_ratio"], normalise=True)
     torch.testing.assert_close(normalised.sum(), torch.ones((), dtype=F64))
-    ess = soc.effective_sample_size(run["reported_log_ratio"])
+    ess = soc.effective_sample_size(-run["reported_log_ratio"])
     assert 1 <= ess <= n
 
 

@@ -143,7 +143,7 @@ within(
     (log_ratio - energy).std() / math.sqrt(PATHS),
     "E[log-ratio] vs E[KL]",
 )
-ess = float(soc.effective_sample_size(log_ratio))
+ess = float(soc.effective_sample_size(soc.log_importance_weights(log_ratio)))
 print(f"control energy {float(energy.mean()):.2f} nats; ESS of dP/dQ^u: {ess:.0f} of {PATHS}")
 
 # %% [markdown]
@@ -375,7 +375,7 @@ def posterior_estimate(run):
     log_lik = log_likelihood(y_paths, frames, mask, sigma, frame_ndim=2)  # (PATHS,)
     target_ratio = soc.log_density_ratio(run) - log_lik  # log q_u − log [p · p(y|x)]
     mean, error = soc.reweighted_mean(frames[:, 0], target_ratio, normalise=True)
-    return mean, error, float(soc.effective_sample_size(target_ratio))
+    return mean, error, float(soc.effective_sample_size(-target_ratio))
 
 
 prior_run = soc.guided_rollout(ardm, context, 1, torch.Generator().manual_seed(5))

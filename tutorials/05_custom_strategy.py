@@ -43,10 +43,13 @@ from ardm_infer.strategies import (
     Strategy,
     StrategyState,
     available_strategies,
+    config_fields,
     get_strategy,
+    option,
     propagate,
     register,
     unregister,
+    validate_config,
 )
 
 SMOKE = os.environ.get("ARDM_INFER_SMOKE", "0") not in ("", "0")
@@ -69,18 +72,24 @@ def save(fig, name):
 # A strategy is *data in, ensemble out*:
 #
 # * `name` (the registry key) and `Config`, a **frozen** dataclass of its options;
+# * `lookahead(config) -> int`: how many frames of *future* observations `step` reads
+#   (0 for a filter, which reads frame t's observation only);
 # * `init(process, problem, members, config, generator) -> StrategyState`: the state holds
 #   the window of the last k frames of every member, `(members, trajectories, k, C, *space)`;
 # * `step(process, problem, state, t, config, generator) -> StrategyState`: produce frame t
 #   (0-based in the horizon) of every member, assimilating its observation if any, and
-#   append it with `state.push(frame)`, which also slides the window.
+#   return `state.push(frame)`: a *new* state with the frame appended and the window slid.
 #
-# The rules that make strategies comparable: all randomness comes from `generator`; the
-# problem is never modified and its `truth` never read; the state is passed along, not
-# hidden in the object; the process is advanced only through
-# `propagate(process, window, generator, guidance=None, frame=t)`, which runs the ARDM's
-# sampler (with an optional guidance) or a numerical solver, and returns the new frame
-# with its KL and log-density ratio. `assimilate` times the run and counts denoiser calls.
+# The rules that make strategies comparable are enforced by `assimilate`: all randomness
+# comes from `generator`; `problem` is a view that holds the context and the observations
+# of frames up to t + lookahead (`problem.observed(t)`, `problem.observation_at(t)`,
+# `problem.mask_at(t)`, `problem.frame(t)` for the likelihood) and raises on the truth or
+# on anything later; the state is an immutable value passed along, never hidden in the
+# object (`state.record(key=value)` appends a per-frame diagnostic); the process is
+# advanced only through `propagate(process, window, generator, guidance=None, frame=t)`,
+# which runs the ARDM's sampler (with an optional guidance) or a numerical solver, and
+# returns the new frame with its KL and log-density ratio. `assimilate` times the run and
+# counts denoiser calls.
 #
 # ## 2. The method: 3D-Var with perturbed observations
 #
@@ -155,8 +164,11 @@ def var3d_analysis(forecast, observation, mask, sigma, config, generator):
 
 # %% [markdown]
 # The strategy around it: forecast every member one frame with the process, analyse if
-# the frame is observed, push. `unregister` first, so that re-running the notebook does
-# not trip over the registry's refusal to register a name twice.
+# the frame is observed, push. Each option is declared once with `option(default, doc,
+# range...)`: `validate_config` then refuses a wrong type or an out-of-range value with an
+# error naming the option, and `config_fields` lists the declarations (the CLI prints
+# them). `unregister` first, so that re-running the notebook does not trip over the
+# registry's refusal to register a name twice.
 
 # %%
 unregister("3dvar")
@@ -171,47 +183,62 @@ class ThreeDVar:
 
     @dataclass(frozen=True)
     class Config:
-        """Attributes:
-        background_std: fixed background standard deviation, or None to take it from the
-            forecast ensemble at every point and frame.
-        length_scale: correlation length L of B, in grid points.
-        inflation: factor on the ensemble standard deviations (background_std=None).
-        perturb: perturb the observations of every member (else all members get the same
-            gain applied to the same innovation, and the analysis spread collapses).
-        """
+        """Options of ensemble 3D-Var."""
 
-        background_std: float | None = None
-        length_scale: float = 4.0
-        inflation: float = 1.0
-        perturb: bool = True
+        background_std: float | None = option(
+            None,
+            "Fixed background standard deviation, or None to take it from the forecast "
+            "ensemble at every point and frame.",
+            low=0.0,
+            low_open=True,
+            optional=True,
+        )
+        length_scale: float = option(
+            4.0, "Correlation length L of B, in grid points.", low=0.0, low_open=True
+        )
+        inflation: float = option(
+            1.0,
+            "Factor on the ensemble standard deviations (background_std=None).",
+            low=0.0,
+            low_open=True,
+        )
+        perturb: bool = option(
+            True,
+            "Perturb the observations of every member (else all members get the same gain "
+            "applied to the same innovation, and the analysis spread collapses).",
+            kind=bool,
+        )
 
         def __post_init__(self):
-            if self.background_std is not None and not self.background_std > 0:
-                raise ValueError("background_std must be positive or None")
-            if not (self.length_scale > 0 and self.inflation > 0):
-                raise ValueError("length_scale and inflation must be positive")
+            validate_config(self)  # type, finiteness and range of every option
+
+    def lookahead(self, config):
+        return 0  # a filter: frame t's observation only
 
     def init(self, process, problem, members, config, generator):
         if len(problem.frame_shape) != 2 or problem.frame_shape[0] != 1:
             raise ValueError(f"3dvar needs 1-D frames (1, n), got {problem.frame_shape}")
+        if not problem.is_mask:
+            raise ValueError("3dvar needs a mask observation operator (lifted observations)")
         k = process.context_length
         context = problem.context[:, -k:]  # (trajectories, k, 1, n)
         window = context.unsqueeze(0).expand(members, *context.shape).clone()
-        return StrategyState(window=window, diagnostics={"innovation_rms": []})
+        return StrategyState(window=window, diagnostics={"innovation_rms": ()})
 
     def step(self, process, problem, state, t, config, generator):
         with torch.no_grad():
             frame = propagate(process, state.window, generator, frame=t).frame
             if problem.observed(t):
-                y, mask = problem.observation[:, t], problem.mask_at(t)
+                y, mask = problem.observation_at(t), problem.mask_at(t)
                 residual = (y - frame.mean(0))[mask]
-                state.diagnostics["innovation_rms"].append(float(residual.square().mean().sqrt()))
+                state = state.record(innovation_rms=float(residual.square().mean().sqrt()))
                 frame = var3d_analysis(frame, y, mask, problem.sigma, config, generator)
-        state.push(frame)
-        return state
+        return state.push(frame)
 
 
 print(available_strategies())
+for declared in config_fields(ThreeDVar.Config):
+    print(f"  {declared.name}: {declared.type}, {declared.range}, default {declared.default!r}")
 
 # %% [markdown]
 # ## 3. Conformance: the contract every registered strategy is tested with
@@ -241,7 +268,7 @@ def twin_problem(trajectories, horizon, spec, seed):
 strategy = get_strategy("3dvar")
 assert isinstance(strategy, Strategy)
 reference = get_strategy("forecast")
-for method in ("init", "step"):
+for method in ("lookahead", "init", "step"):
     mine = list(inspect.signature(getattr(strategy, method)).parameters)
     assert mine == list(inspect.signature(getattr(reference, method)).parameters), method
 try:

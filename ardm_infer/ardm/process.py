@@ -8,6 +8,9 @@ The ARDM works in normalised units (see :meth:`ardm_infer.data.Dataset.normalise
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +22,41 @@ from .schedule import Schedule
 
 
 @dataclass
+class DenoiserCallCounter:
+    """Denoiser evaluations counted per batch element, owned by whoever opened it.
+
+    Attributes:
+        calls: evaluations so far (a batch of B latents through one sub-step counts B).
+    """
+
+    calls: int = 0
+
+
+_COUNTERS: ContextVar[tuple[DenoiserCallCounter, ...]] = ContextVar(
+    "ardm_infer_denoiser_counters", default=()
+)
+
+
+@contextmanager
+def count_denoiser_calls() -> Iterator[DenoiserCallCounter]:
+    """Count the denoiser calls of every ARDM run inside the ``with`` block.
+
+    Counters nest (an outer benchmark and an inner run each count what ran inside them) and
+    are private to the thread / context that opened them, so concurrent runs never mix::
+
+        with count_denoiser_calls() as counter:
+            ardm.step_frame(context, generator)
+        counter.calls  # batch * substeps
+    """
+    counter = DenoiserCallCounter()
+    token = _COUNTERS.set((*_COUNTERS.get(), counter))
+    try:
+        yield counter
+    finally:
+        _COUNTERS.reset(token)
+
+
+@dataclass(frozen=True)
 class FrameResult:
     """One physical step of the ARDM.
 
@@ -74,7 +112,6 @@ class ARDM:
         self.card = card
         self.mean = mean
         self.std = std
-        self.denoiser_calls = 0
 
     @property
     def frame_shape(self) -> tuple[int, ...]:
@@ -84,9 +121,28 @@ class ARDM:
     def context_length(self) -> int:
         return self._context_length
 
+    @property
+    def dtype(self) -> torch.dtype | None:
+        """The floating dtype the denoiser computes in (its parameters'), or None if it has
+        no parameters and works in the dtype of its input (the analytic denoiser)."""
+        parameters = getattr(self.denoiser, "parameters", None)
+        if callable(parameters):
+            for parameter in parameters():
+                return parameter.dtype
+        return None
+
     def with_schedule(self, schedule: Schedule) -> ARDM:
         """The same model with another schedule (e.g. more sub-steps, or eta = 0)."""
-        return ARDM(self.denoiser, schedule, self._frame_shape, self._context_length, self.name)
+        return ARDM(
+            self.denoiser,
+            schedule,
+            self._frame_shape,
+            self._context_length,
+            self.name,
+            card=self.card,
+            mean=self.mean,
+            std=self.std,
+        )
 
     def _check_context(self, context: torch.Tensor) -> torch.Tensor:
         k = self._context_length
@@ -127,11 +183,13 @@ class ARDM:
         kl = torch.zeros(batch, dtype=context.dtype, device=context.device)
         log_ratio = torch.zeros_like(kl)
         infos: list[SubStepInfo] = []
+        counters = _COUNTERS.get()
         for s in range(self.schedule.substeps, 0, -1):
             z, info = substep(
                 self.denoiser, self.schedule, z, s, context, generator, guidance, frame
             )
-            self.denoiser_calls += batch
+            for counter in counters:
+                counter.calls += batch
             kl = kl + info.kl
             log_ratio = log_ratio + info.log_ratio
             if record:

@@ -74,7 +74,6 @@ from ..ardm.nets import (
     initialise_parameters,
 )
 from ..guidance import SubStepState
-from ..observe import observation_cost
 from .preview import Preview
 
 __all__ = [
@@ -435,12 +434,11 @@ class ControllerGuidance:
             :func:`ardm_infer.strategies.base.flat` lays out members x trajectories).
         preview_mask: ``(n, Lambda, C, *space)`` (bool or float).
         observation_sigma: sigma_y, a float or ``(n,)``.
-        arrival_weight: w >= 0; if > 0 the guidance accumulates the Tweedie arrival cost
-            ``w * l(y_1, x0_hat_s)`` of the current frame (offset 1) over the sub-steps in
-            :attr:`arrival` ``(batch,)`` (differentiable), for the training objective J.
+
+    The Tweedie arrival costs of the training objective J are recorded around this guidance
+    by :class:`ardm_infer.soc.ArrivalCosts` (the one J), not here.
 
     Attributes:
-        arrival: accumulated arrival cost ``(batch,)`` or 0.0 before any call.
         calls: network evaluations (per batch element).
     """
 
@@ -452,16 +450,11 @@ class ControllerGuidance:
         preview_y: torch.Tensor,
         preview_mask: torch.Tensor,
         observation_sigma: float | torch.Tensor,
-        arrival_weight: float = 0.0,
     ) -> None:
-        if arrival_weight < 0:
-            raise ValueError("arrival_weight must be >= 0")
         self.network = network
         self.preview_y = preview_y
         self.preview_mask = preview_mask
         self.observation_sigma = observation_sigma
-        self.arrival_weight = float(arrival_weight)
-        self.arrival: torch.Tensor | float = 0.0
         self.calls = 0
         self._cache: tuple[int, torch.dtype, torch.device, Preview, torch.Tensor] | None = None
 
@@ -485,15 +478,6 @@ class ControllerGuidance:
         dtype = param.dtype
         preview, noise = self._inputs(state.z, dtype)
         observed = preview.any_observed()  # (batch,)
-        if self.arrival_weight > 0:
-            cost = observation_cost(
-                preview.y[:, 0].to(state.x0_hat.dtype),
-                state.x0_hat,
-                preview.mask[:, 0] > 0,
-                noise.to(state.x0_hat.dtype).reshape(-1, *([1] * (state.z.ndim - 1))),
-                frame_ndim=state.z.ndim - 1,
-            )  # (batch,)
-            self.arrival = self.arrival + self.arrival_weight * cost
         if state.tau == 0 or not bool(observed.any()):
             return None
         b = state.z.shape[0]

@@ -71,12 +71,12 @@ from typing import Any
 
 import torch
 
-from ..observe import Regime, RegimeDistribution, observation_cost, resolve_regimes
+from ..observe import Regime, RegimeDistribution, resolve_regimes
 from ..training_loop import TrainingTask, card_fields, run_result, run_training
 from .artifact import CONTROLLER_ARTIFACT_FORMAT, ardm_identity, load_controller, save_controller
 from .chains import Chains
-from .network import Controller, ControllerConfig, ControllerGuidance
-from .preview import preview_window
+from .network import Controller, ControllerConfig
+from .rollout import controlled_rollout
 
 __all__ = [
     "CONTROLLER_ARTIFACT_FORMAT",
@@ -293,72 +293,6 @@ def controller_presets(pde: str) -> dict[str, tuple[ControllerConfig, Controller
             ),
         )
     return {"default": default, "smoke": smoke}
-
-
-# ---------------------------------------------------------------------------------------------
-# Windows and the controlled rollout
-# ---------------------------------------------------------------------------------------------
-
-
-def controlled_rollout(
-    ardm: Any,
-    network: Controller,
-    context: torch.Tensor,
-    observation: torch.Tensor,
-    mask: torch.Tensor,
-    sigma: torch.Tensor,
-    generator: torch.Generator,
-    *,
-    beta: float = 1.0,
-    arrival_weight: float = 0.0,
-    detach_context: bool = False,
-) -> dict[str, torch.Tensor]:
-    """Roll the ARDM over a window with the controller active and evaluate J.
-
-    The preview of window frame j holds frames j..j+Lambda-1 of ``observation`` (zero past
-    the window).  Differentiable w.r.t. the network's parameters when grad is enabled.
-
-    Args:
-        ardm: an :class:`~ardm_infer.ardm.ARDM` (stochastic schedule).
-        network: the :class:`Controller`.
-        context: ``(B, k, C, *space)``.
-        observation: lifted ``(B, L, C, *space)``.
-        mask: bool ``(B, L, C, *space)``.
-        sigma: sigma_y ``(B,)``.
-        generator: sampler noise (on the data's device).
-        beta, arrival_weight, detach_context: see :class:`ControllerTrainConfig`.
-
-    Returns:
-        ``{"objective", "terminal", "arrival", "kl"}`` each ``(B,)`` and ``"frames"``
-        ``(B, L, C, *space)``.
-    """
-    lam = network.config.preview
-    batch, length = observation.shape[:2]
-    frame_ndim = observation.ndim - 2
-    sig = sigma.to(observation).reshape(batch, *([1] * frame_ndim))
-    zeros = torch.zeros(batch, dtype=observation.dtype, device=observation.device)
-    terminal, arrival, kl = zeros, zeros, zeros
-    ctx = context
-    out = []
-    for j in range(length):  # frames are sequential by nature
-        pv = preview_window(observation, mask, j, lam)
-        guide = ControllerGuidance(network, pv.y, pv.mask, sigma, arrival_weight)
-        res = ardm.step_frame(ctx, generator, guidance=guide, frame=j)
-        terminal = terminal + observation_cost(
-            observation[:, j], res.frame, mask[:, j], sig, frame_ndim=frame_ndim
-        )
-        arrival = arrival + guide.arrival
-        kl = kl + res.kl
-        out.append(res.frame)
-        nxt = res.frame.detach() if detach_context else res.frame
-        ctx = torch.cat([ctx[:, 1:], nxt.unsqueeze(1)], dim=1)
-    return {
-        "objective": terminal + arrival + beta * kl,
-        "terminal": terminal,
-        "arrival": arrival,
-        "kl": kl,
-        "frames": torch.stack(out, dim=1),
-    }
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,6 +9,8 @@ vector observations ``(..., n_observations)``.
 
 from .distribution import RegimeDistribution, resolve_regimes
 from .likelihood import (
+    FrameObservation,
+    ObservationModel,
     log_likelihood,
     log_likelihood_linear,
     observation_cost,
@@ -20,6 +22,7 @@ from .operators import (
     MaskOperator,
     ObservationOperator,
     add_noise,
+    local_average_operator,
     random_mask,
     subsample_mask,
 )
@@ -38,9 +41,11 @@ from .regimes import (
 __all__ = [
     "PDE_NAMES",
     "PRESET_NAMES",
+    "FrameObservation",
     "Full",
     "LinearOperator",
     "MaskOperator",
+    "ObservationModel",
     "ObservationOperator",
     "RandomFraction",
     "Regime",
@@ -48,6 +53,7 @@ __all__ = [
     "Spatial",
     "Stride",
     "add_noise",
+    "local_average_operator",
     "log_likelihood",
     "log_likelihood_linear",
     "observation_cost",

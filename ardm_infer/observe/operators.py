@@ -34,6 +34,7 @@ __all__ = [
     "MaskOperator",
     "ObservationOperator",
     "add_noise",
+    "local_average_operator",
     "random_mask",
     "subsample_mask",
 ]
@@ -335,3 +336,47 @@ class LinearOperator:
             f"LinearOperator(n_observations={self.observation_size}, "
             f"frame_shape={self.frame_shape})"
         )
+
+
+def local_average_operator(
+    frame_shape: Sequence[int],
+    width: int,
+    stride: int | None = None,
+    *,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str | None = None,
+) -> LinearOperator:
+    """A :class:`LinearOperator` of local averages on a periodic 1-D grid.
+
+    Observation r of channel c is the mean of ``width`` consecutive points starting at
+    ``i_r = r * stride``: ``y = (1 / width) sum_{k < width} x[c, (i_r + k) mod n]``; with
+    ``width = 1`` and ``stride = s`` it is the subsampling mask of stride s written as a matrix.
+    Rows are ordered channel-major (all averages of channel 0 first).
+
+    Args:
+        frame_shape: ``(channels, n)``, one spatial axis.
+        width: points per average, ``1 <= width <= n``.
+        stride: distance between the starts of consecutive averages (default ``width``:
+            non-overlapping averages), ``1 <= stride <= n``.
+        dtype: dtype of the matrix (cast to the state's dtype when applied).
+        device: device of the matrix.
+
+    Returns:
+        The operator, ``(channels * ceil(n / stride), channels * n)``.
+    """
+    shape = _check_frame_shape(frame_shape)
+    if len(shape) != 2:
+        raise ValueError(f"local averages are defined on 1-D frames (channels, n); got {shape}")
+    channels, n = shape
+    stride = width if stride is None else stride
+    for what, value in (("width", width), ("stride", stride)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= n:
+            raise ValueError(f"{what} must be an integer in [1, {n}]; got {value!r}")
+    starts = torch.arange(0, n, stride, device=device)
+    columns = (starts.unsqueeze(1) + torch.arange(width, device=device)) % n  # (rows, width)
+    per_channel = torch.zeros(starts.numel(), n, dtype=dtype, device=device)
+    per_channel.scatter_add_(
+        1, columns, torch.full(columns.shape, 1.0 / width, dtype=dtype, device=device)
+    )
+    matrix = torch.block_diag(*([per_channel] * channels))
+    return LinearOperator(matrix, shape)

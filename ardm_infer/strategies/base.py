@@ -1,8 +1,13 @@
-"""The strategy interface, the problem container, the registry and the one-call driver.
+"""The strategy interface, the registry and the one-call driver.
 
 A strategy is data in, ensemble out (docs/design.md §3): a frozen ``Config`` dataclass, an
-explicit :class:`StrategyState` passed from frame to frame (never hidden in the object), and
-a :class:`StrategyResult` with the ensemble trajectory, optional log-weights and the cost.
+immutable :class:`~ardm_infer.strategies.state.StrategyState` passed from frame to frame
+(never hidden in the object), and a :class:`~ardm_infer.strategies.state.StrategyResult`
+with the ensemble trajectory, optional log-weights and the cost.  The contract is enforced
+by :func:`assimilate`: ``init`` and ``step`` receive a
+:class:`~ardm_infer.strategies.problem.ProblemView` (no truth; observations only up to
+t + the look-ahead the strategy declares with ``lookahead(config)``) and must return a new
+state holding exactly one more frame.
 
 Shapes: an ensemble trajectory is ``(members, trajectories, time, channels, *space)``;
 within a step the ensemble is ``(members, trajectories, channels, *space)``.
@@ -15,179 +20,58 @@ import difflib
 import resource
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 from tqdm.auto import tqdm
 
-from ..observe import Regime, parse_regime
-from ..process import Process
+from ..ardm.process import count_denoiser_calls
+from ..process import GuidedProcess, Process
+from .config import config_fields, document_config
+from .problem import Problem, ProblemView, StrategyContractError, make_problem
+from .state import Cost, StrategyResult, StrategyState
+
+__all__ = [
+    "Cost",
+    "DivergenceError",
+    "Problem",
+    "ProblemView",
+    "Propagation",
+    "Strategy",
+    "StrategyContractError",
+    "StrategyResult",
+    "StrategyState",
+    "assimilate",
+    "available_strategies",
+    "config_fields",
+    "flat",
+    "get_strategy",
+    "initial_window",
+    "make_problem",
+    "propagate",
+    "register",
+    "require_guided_ardm",
+    "tile_members",
+    "unflat",
+    "unregister",
+]
 
 
-@dataclass(frozen=True)
-class Problem:
-    """One assimilation problem: truth, context and the observations of one regime.
-
-    Attributes:
-        truth: ``(trajectories, horizon, channels, *space)``, the frames to estimate
-            (scoring only: strategies never read it).
-        context: ``(trajectories, k, channels, *space)``, the given initial frames.
-        observation: ``(trajectories, horizon, channels, *space)``, lifted (zeros where
-            unobserved); frame index t = 0..horizon-1 is the (t+1)-th frame after the context.
-        mask: bool, ``(horizon, channels, *space)`` or
-            ``(trajectories, horizon, channels, *space)``.
-        sigma: observation noise std (same units as the state).
-        regime: the regime that produced the observations, if any.
-    """
-
-    truth: torch.Tensor
-    context: torch.Tensor
-    observation: torch.Tensor
-    mask: torch.Tensor
-    sigma: float
-    regime: Regime | None = None
-
-    def __post_init__(self) -> None:
-        n, h = self.truth.shape[:2]
-        frame = tuple(self.truth.shape[2:])
-        if self.context.shape[0] != n or tuple(self.context.shape[2:]) != frame:
-            raise ValueError(
-                f"context {tuple(self.context.shape)} does not match "
-                f"truth {tuple(self.truth.shape)}"
-            )
-        if self.observation.shape != self.truth.shape:
-            raise ValueError("observation must have the truth's shape (lifted observations)")
-        if tuple(self.mask.shape[-len(frame) - 1 :]) != (h, *frame):
-            raise ValueError(f"mask must end in (horizon, *frame) = {(h, *frame)}")
-        if not self.sigma > 0:
-            raise ValueError(f"sigma must be positive, got {self.sigma}")
-
-    @property
-    def trajectories(self) -> int:
-        return self.truth.shape[0]
-
-    @property
-    def horizon(self) -> int:
-        return self.truth.shape[1]
-
-    @property
-    def frame_shape(self) -> tuple[int, ...]:
-        return tuple(self.truth.shape[2:])
-
-    def mask_at(self, t: int) -> torch.Tensor:
-        """Mask of frame t, ``(trajectories, channels, *space)`` (broadcast if shared)."""
-        m = self.mask[..., t, *([slice(None)] * len(self.frame_shape))]
-        return m.expand(self.trajectories, *self.frame_shape)
-
-    def observed(self, t: int) -> bool:
-        """Whether any point of frame t is observed."""
-        return bool(self.mask_at(t).any())
-
-    def with_sigma(self, sigma: float) -> Problem:
-        """The same observations scored with another noise level (e.g. sigma -> infinity)."""
-        return dataclasses.replace(self, sigma=sigma)
-
-
-def make_problem(
-    frames: torch.Tensor,
-    context_length: int,
-    regime: Regime | str,
-    generator: torch.Generator,
-    horizon: int | None = None,
-    pde: str | None = None,
-) -> Problem:
-    """Build a :class:`Problem` from true frames ``(trajectories, k + horizon, C, *space)``.
-
-    The first ``context_length`` frames are the context; the regime draws masks and noise
-    for the rest from ``generator``.
-    """
-    regime = parse_regime(regime, pde=pde) if isinstance(regime, str) else regime
-    k = context_length
-    h = frames.shape[1] - k if horizon is None else horizon
-    if h < 1 or frames.shape[1] < k + h:
-        raise ValueError(f"need {k} context frames plus a horizon >= 1; got {frames.shape[1]}")
-    truth = frames[:, k : k + h]
-    observation, mask = regime.observe(truth, generator)
-    return Problem(
-        truth=truth,
-        context=frames[:, :k],
-        observation=observation,
-        mask=mask,
-        sigma=float(regime.sigma),
-        regime=regime,
-    )
-
-
-@dataclass
-class Cost:
-    """What a run cost.
+class DivergenceError(RuntimeError):
+    """A strategy's ensemble went non-finite (or its weights collapsed): the run stops here.
 
     Attributes:
-        wall_seconds: wall time of the run.
-        denoiser_calls: network evaluations counted per batch element (0 for solvers).
-        vjps: vector-Jacobian products through the denoiser, per batch element.
-        peak_memory_bytes: peak memory: CUDA max allocated on GPU, else the process's peak
-            resident set size (a high-water mark over the whole process, not just this run).
-        frames: physical frames assimilated.
+        strategy: the registry name.
+        frame: the frame index t (0-based in the horizon).
+        trajectories: the trajectories whose ensemble (or weights) failed.
     """
 
-    wall_seconds: float = 0.0
-    denoiser_calls: int = 0
-    vjps: int = 0
-    peak_memory_bytes: int = 0
-    frames: int = 0
-
-    @property
-    def ms_per_frame(self) -> float:
-        return 1000 * self.wall_seconds / max(self.frames, 1)
-
-
-@dataclass
-class StrategyState:
-    """The state a strategy passes from frame to frame.
-
-    Attributes:
-        window: last k frames of every member, ``(members, trajectories, k, C, *space)``.
-        frames: emitted frames so far, each ``(members, trajectories, C, *space)``.
-        log_weights: normalised log-weights ``(members, trajectories)`` or None (equal).
-        diagnostics: per-strategy records (lists per frame, counters).
-        vjps: VJPs spent so far (per batch element).
-        extra: strategy-specific carry (e.g. warm-start controls).
-    """
-
-    window: torch.Tensor
-    frames: list[torch.Tensor] = field(default_factory=list)
-    log_weights: torch.Tensor | None = None
-    diagnostics: dict[str, Any] = field(default_factory=dict)
-    vjps: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def push(self, frame: torch.Tensor) -> None:
-        """Append ``frame`` ``(members, trajectories, C, *space)`` and slide the window."""
-        self.frames.append(frame)
-        self.window = torch.cat([self.window[:, :, 1:], frame.unsqueeze(2)], dim=2)
-
-
-@dataclass
-class StrategyResult:
-    """Output of :func:`assimilate`.
-
-    Attributes:
-        strategy: registry name.
-        config: the Config used.
-        ensemble: ``(members, trajectories, horizon, C, *space)``.
-        log_weights: ``(members, trajectories)`` normalised final log-weights, or None.
-        cost: :class:`Cost`.
-        diagnostics: strategy-specific records (ESS, resampling count, log-evidence, KL...).
-    """
-
-    strategy: str
-    config: Any
-    ensemble: torch.Tensor
-    log_weights: torch.Tensor | None
-    cost: Cost
-    diagnostics: dict[str, Any]
+    def __init__(self, message: str, strategy: str, frame: int, trajectories: list[int]):
+        super().__init__(message)
+        self.strategy = strategy
+        self.frame = frame
+        self.trajectories = trajectories
 
 
 @runtime_checkable
@@ -197,10 +81,15 @@ class Strategy(Protocol):
     name: ClassVar[str]
     Config: ClassVar[type]
 
+    def lookahead(self, config: Any) -> int:
+        """Frames of future observations ``step`` reads: at frame t it may read the
+        observations of frames <= t + lookahead (0 for a filter)."""
+        ...
+
     def init(
         self,
         process: Process,
-        problem: Problem,
+        problem: ProblemView,
         members: int,
         config: Any,
         generator: torch.Generator,
@@ -211,13 +100,14 @@ class Strategy(Protocol):
     def step(
         self,
         process: Process,
-        problem: Problem,
+        problem: ProblemView,
         state: StrategyState,
         t: int,
         config: Any,
         generator: torch.Generator,
     ) -> StrategyState:
-        """Produce frame t (0-based in the horizon), assimilating its observation if any."""
+        """Produce frame t (0-based in the horizon), assimilating its observation if any;
+        returns a new state with that frame pushed (``state`` is left untouched)."""
         ...
 
 
@@ -231,6 +121,12 @@ def register(cls: type) -> type:
         raise ValueError(f"a strategy named {name!r} is already registered")
     if not (dataclasses.is_dataclass(cls.Config) and cls.Config.__dataclass_params__.frozen):
         raise TypeError(f"{cls.__name__}.Config must be a frozen dataclass")
+    if not callable(getattr(cls, "lookahead", None)):
+        raise TypeError(
+            f"{cls.__name__} must declare lookahead(self, config) -> int: the frames of future "
+            "observations its step reads (0 for a filter)"
+        )
+    document_config(cls.Config)
     _REGISTRY[name] = cls()
     return cls
 
@@ -263,12 +159,24 @@ def require_guided_ardm(process: Process, who: str, why: str) -> None:
     Raises ``ValueError`` (``who`` + ``why``) for a process without denoising sub-steps and
     :class:`~ardm_infer.ardm.DeterministicSamplerError` for an eta = 0 sampler.
     """
-    if not hasattr(process, "step_frame"):
+    if not isinstance(process, GuidedProcess):
         raise ValueError(f"{who} {why}: it needs an ARDM process")
     process.schedule.require_stochastic(who)
 
 
-def initial_window(problem: Problem, members: int, k: int) -> torch.Tensor:
+def require_mask_observations(problem: ProblemView, who: str, why: str) -> None:
+    """The check shared by strategies that need H to be a mask (lifted observations).
+
+    Raises ``ValueError`` naming ``who`` and ``why`` for a general linear H.
+    """
+    if not problem.is_mask:
+        raise ValueError(
+            f"{who} {why}, so it needs a mask observation operator; this problem observes "
+            f"through {problem.operator!r}"
+        )
+
+
+def initial_window(problem: Problem | ProblemView, members: int, k: int) -> torch.Tensor:
     """Context repeated over members, ``(members, trajectories, k, C, *space)``."""
     ctx = problem.context
     if ctx.shape[1] < k:
@@ -311,6 +219,10 @@ def assimilate(
 ) -> StrategyResult:
     """Run one strategy on one problem.
 
+    The strategy sees the problem only through a :class:`ProblemView` per frame (no truth,
+    observations up to t + ``strategy.lookahead(config)``); every ``step`` must return a new
+    state with one more frame.
+
     Args:
         process: an ARDM or a numerical process (``forecast``, ``smc``, ``enkf`` accept both).
         problem: the :class:`Problem`; never modified.
@@ -325,8 +237,26 @@ def assimilate(
     """
     if generator is None:
         raise ValueError("pass a torch.Generator: strategies never use the global RNG")
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    if isinstance(members, bool) or not isinstance(members, int):
+        raise TypeError(f"members must be an integer, got {members!r} ({type(members).__name__})")
     if members < 1:
         raise ValueError(f"members must be >= 1, got {members}")
+    if not isinstance(progress, bool):
+        raise TypeError(f"progress must be True or False, got {progress!r}")
+    if not isinstance(problem, Problem):
+        raise TypeError(f"problem must be a Problem (make_problem), got {type(problem).__name__}")
+    if not isinstance(process, Process):
+        raise TypeError(
+            f"process must be a Process (an ARDM or a numerical process), got "
+            f"{type(process).__name__}"
+        )
+    if not isinstance(strategy, str) and not isinstance(strategy, Strategy):
+        raise TypeError(
+            f"strategy must be a registered name or a strategy object, got "
+            f"{type(strategy).__name__}"
+        )
     strat = get_strategy(strategy) if isinstance(strategy, str) else strategy
     if config is None:
         config = strat.Config(**overrides)
@@ -338,40 +268,109 @@ def assimilate(
         raise ValueError(
             f"problem frames {problem.frame_shape} do not match the process {process.frame_shape}"
         )
+    lookahead = _declared_lookahead(strat, config)
+    problem = problem.to(_process_dtype(process, problem))
     device = problem.context.device
-    calls0 = getattr(process, "denoiser_calls", 0)
     t0 = time.perf_counter()
-    state = strat.init(process, problem, members, config, generator)
-    for t in tqdm(
-        range(problem.horizon),
-        desc=strat.name,
-        disable=not progress,
-        file=sys.stderr,
-        leave=False,
-    ):
-        state = strat.step(process, problem, state, t, config, generator)
+    with count_denoiser_calls() as counter:
+        state = strat.init(
+            process, ProblemView.of(problem, -1, lookahead, strat.name), members, config, generator
+        )
+        _check_state(strat, state, 0)
+        for t in tqdm(
+            range(problem.horizon),
+            desc=strat.name,
+            disable=not progress,
+            file=sys.stderr,
+            leave=False,
+        ):
+            view = ProblemView.of(problem, t, lookahead, strat.name)
+            state = strat.step(process, view, state, t, config, generator)
+            _check_state(strat, state, t + 1)
+            _check_finite(strat, state.frames[-1], t)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     wall = time.perf_counter() - t0
     ensemble = torch.stack(state.frames, dim=2)
     cost = Cost(
         wall_seconds=wall,
-        denoiser_calls=getattr(process, "denoiser_calls", 0) - calls0,
+        denoiser_calls=counter.calls,
         vjps=state.vjps,
         peak_memory_bytes=_peak_memory(device),
         frames=problem.horizon,
     )
+    diagnostics = {
+        key: list(value) if isinstance(value, tuple) else value
+        for key, value in state.diagnostics.items()
+    }
     return StrategyResult(
         strategy=strat.name,
         config=config,
         ensemble=ensemble.detach(),
         log_weights=state.log_weights,
         cost=cost,
-        diagnostics=state.diagnostics,
+        diagnostics=diagnostics,
     )
 
 
-@dataclass
+def _declared_lookahead(strategy: Strategy, config: Any) -> int:
+    lookahead = strategy.lookahead(config)
+    if isinstance(lookahead, bool) or not isinstance(lookahead, int) or lookahead < 0:
+        raise TypeError(
+            f"{strategy.name}.lookahead(config) must return an int >= 0, got {lookahead!r}"
+        )
+    return lookahead
+
+
+def _process_dtype(process: Process, problem: Problem) -> torch.dtype:
+    """The floating dtype a run computes in: the process's, if it declares one (a learned
+    ARDM's parameters), else the problem's, with 16-bit floats raised to float32."""
+    dtype = getattr(process, "dtype", None)
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    dtype = problem.context.dtype
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+_DIVERGENCE_HINT = (
+    "check the inputs (context and observations in the process's normalised units, sigma) "
+    "and the strategy's options"
+)
+
+
+def _check_finite(strategy: Strategy, frame: torch.Tensor, t: int) -> None:
+    """Stop a run whose ensemble frame ``(members, trajectories, C, *space)`` is non-finite."""
+    finite = torch.isfinite(frame).flatten(2).all(-1)  # (members, trajectories)
+    if bool(finite.all()):
+        return
+    failed = ~finite
+    which = torch.nonzero(failed.any(0)).flatten().tolist()
+    hint = getattr(strategy, "divergence_hint", _DIVERGENCE_HINT)
+    raise DivergenceError(
+        f"{strategy.name}: the ensemble became non-finite at frame t={t} for trajectories "
+        f"{which} ({int(failed.sum())} of {failed.numel()} member-trajectories); {hint}",
+        strategy.name,
+        t,
+        which,
+    )
+
+
+def _check_state(strategy: Strategy, state: Any, frames: int) -> None:
+    """``init`` returns a state with no frame, ``step`` one with exactly one more."""
+    if not isinstance(state, StrategyState):
+        raise TypeError(
+            f"{strategy.name}: init and step must return a StrategyState, got "
+            f"{type(state).__name__}"
+        )
+    if len(state.frames) != frames:
+        raise RuntimeError(
+            f"{strategy.name}: after frame {frames - 1} the state holds {len(state.frames)} "
+            f"frames, expected {frames}; states are immutable, so step must return the new "
+            "state (return state.push(frame))"
+        )
+
+
+@dataclass(frozen=True)
 class Propagation:
     """One physical step of every member.
 
@@ -395,13 +394,13 @@ def propagate(
 ) -> Propagation:
     """Advance every member one frame from ``window`` ``(members, trajectories, k, C, *space)``.
 
-    ARDMs (anything with ``step_frame``) run their guided sampler and report KL and
-    log-ratio; numerical processes run ``step`` and accept no guidance.
+    A :class:`~ardm_infer.process.GuidedProcess` (the ARDM) runs its guided sampler and
+    reports KL and log-ratio; numerical processes run ``step`` and accept no guidance.
     """
     members = window.shape[0]
     k = process.context_length
     ctx = flat(window[:, :, -k:])
-    if hasattr(process, "step_frame"):
+    if isinstance(process, GuidedProcess):
         res = process.step_frame(ctx, generator, guidance=guidance, frame=frame)
         return Propagation(
             frame=unflat(res.frame, members),

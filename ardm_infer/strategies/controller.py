@@ -24,7 +24,6 @@ import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -33,7 +32,16 @@ from ..controller.artifact import load_controller
 from ..controller.network import Controller, ControllerGuidance
 from ..controller.preview import preview_window
 from ..process import Process
-from .base import Problem, StrategyState, initial_window, propagate, register, require_guided_ardm
+from .base import (
+    ProblemView,
+    StrategyState,
+    initial_window,
+    propagate,
+    register,
+    require_guided_ardm,
+    require_mask_observations,
+)
+from .config import option, validate_config
 
 __all__ = ["ControllerStrategy", "controller_proposal", "resolve_controller"]
 
@@ -69,7 +77,10 @@ def resolve_controller(
         else:
             path = Path(controller).resolve()
         if not path.is_file():
-            raise FileNotFoundError(f"no controller artifact at {path}")
+            raise FileNotFoundError(
+                f"controller={str(controller)!r}: no controller artifact at {path} (a path to a "
+                f".safetensors artifact, or one of the shipped names {', '.join(SHIPPED)})"
+            )
         stat = path.stat()
         key = (str(path), stat.st_mtime_ns, stat.st_size)
         if key not in _LOADED:
@@ -108,85 +119,114 @@ class ControllerStrategy:
     """One causal rollout with the amortised controller active (CA-ARDM)."""
 
     name = "controller"
+    divergence_hint = (
+        "the controller may not fit this ARDM or regime (see diagnostics['trained_for'])"
+    )
 
     @dataclass(frozen=True)
     class Config:
-        """Attributes:
-        controller: a trained :class:`~ardm_infer.controller.Controller`, the path of its
-            ``.safetensors`` artifact (card beside it, sha256 verified), or ``"ks"`` /
-            ``"kolmogorov"`` for the shipped controllers; required.
-        """
+        """Options of the controller strategy."""
 
-        controller: Any = None
+        controller: Controller | str | Path | None = option(  # noqa: RUF009
+            None,
+            "A trained Controller, the path of its .safetensors artifact (card beside it, "
+            'sha256 verified), or "ks" / "kolmogorov" for the shipped controllers; required.',
+            kind=(Controller, str, Path),
+            optional=True,
+        )
 
         def __post_init__(self) -> None:
-            if self.controller is not None and not isinstance(
-                self.controller, Controller | str | Path
-            ):
-                raise TypeError(
-                    "controller must be a Controller, a path to an artifact, or None; got "
-                    f"{type(self.controller).__name__}"
-                )
+            validate_config(self)
+
+    def lookahead(self, config: Config) -> int:
+        """The preview buffer holds frames t .. t + Lambda - 1: Lambda - 1."""
+        return resolve_controller(config.controller).config.preview - 1
 
     def init(
         self,
         process: Process,
-        problem: Problem,
+        problem: ProblemView,
         members: int,
         config: Config,
         generator: torch.Generator,
     ) -> StrategyState:
         require_guided_ardm(process, "controller", "steers denoising sub-steps")
+        require_mask_observations(
+            problem, "controller", "reads a preview of observations lifted to the grid"
+        )
         network = resolve_controller(config.controller, problem.context.device)
         _check_fits(network, process)
-        state = StrategyState(window=initial_window(problem, members, process.context_length))
-        state.extra["network"] = network
-        state.diagnostics.update(kl=[], controller_calls=0, preview=network.config.preview)
+        diagnostics = {"kl": (), "controller_calls": 0, "preview": network.config.preview}
         card = network.card
         if isinstance(card, dict) and "ardm" in card:
-            state.diagnostics["trained_for"] = card["ardm"]
-        return state
+            diagnostics["trained_for"] = card["ardm"]
+        return StrategyState(
+            window=initial_window(problem, members, process.context_length),
+            diagnostics=diagnostics,
+            carry=_Carry(network),
+        )
 
     def step(
         self,
         process: Process,
-        problem: Problem,
+        problem: ProblemView,
         state: StrategyState,
         t: int,
         config: Config,
         generator: torch.Generator,
     ) -> StrategyState:
-        network: Controller = state.extra["network"]
-        preview = preview_window(problem.observation, problem.mask, t, network.config.preview)
-        guidance = ControllerGuidance(network, preview.y, preview.mask, problem.sigma)
+        network = state.carry.network
+        guidance = _preview_guidance(network, problem, t)
         with torch.inference_mode():
             prop = propagate(process, state.window, generator, guidance=guidance, frame=t)
-            state.push(prop.frame)
-        state.diagnostics["kl"].append(prop.kl)
-        state.diagnostics["controller_calls"] += guidance.calls
-        return state
+            state = state.push(prop.frame)
+        calls = state.diagnostics["controller_calls"] + guidance.calls
+        return state.record(kl=prop.kl).with_diagnostics(controller_calls=calls)
+
+
+@dataclass(frozen=True)
+class _Carry:
+    """The controller strategy's carry: its network (on the problem's device)."""
+
+    network: Controller
+
+
+def _preview_guidance(network: Controller, problem: ProblemView, t: int) -> ControllerGuidance:
+    """The controller's guidance at frame t, from the observations of frames t .. t + Lambda - 1."""
+    lam = network.config.preview
+    window = problem.window(t, t + lam)
+    preview = preview_window(window.observation, window.mask, 0, lam)
+    return ControllerGuidance(network, preview.y, preview.mask, problem.sigma)
+
+
+class _ProposalFactory:
+    """``(problem, t) -> ControllerGuidance`` for ``smc``; declares the preview look-ahead."""
+
+    def __init__(self, network: Controller) -> None:
+        self.base = network
+        self.lookahead = network.config.preview - 1
+        self.on_device: dict[torch.device, Controller] = {}
+
+    def __call__(self, problem: ProblemView, t: int) -> ControllerGuidance:
+        require_mask_observations(
+            problem, "smc with a controller proposal", "reads a preview lifted to the grid"
+        )
+        device = problem.context.device
+        if device not in self.on_device:
+            self.on_device[device] = resolve_controller(self.base, device)
+        return _preview_guidance(self.on_device[device], problem, t)
 
 
 def controller_proposal(
     network: Controller | str | Path,
-) -> Callable[[Problem, int], ControllerGuidance]:
+) -> Callable[[ProblemView, int], ControllerGuidance]:
     """A proposal factory ``(problem, t) -> Guidance`` for ``smc`` from a controller.
 
     The guidance tiles the per-trajectory preview over the members-major flattened batch
-    ``(members * trajectories, C, *space)`` that SMC hands to the sampler.
+    ``(members * trajectories, C, *space)`` that SMC hands to the sampler.  The factory
+    declares ``lookahead = Lambda - 1`` (its preview), which ``smc`` adopts as its own.
 
     Args:
         network: a trained :class:`~ardm_infer.controller.Controller` or an artifact path.
     """
-    base = resolve_controller(network)
-    on_device: dict[torch.device, Controller] = {}
-
-    def factory(problem: Problem, t: int) -> ControllerGuidance:
-        device = problem.observation.device
-        if device not in on_device:
-            on_device[device] = resolve_controller(base, device)
-        net = on_device[device]
-        preview = preview_window(problem.observation, problem.mask, t, net.config.preview)
-        return ControllerGuidance(net, preview.y, preview.mask, problem.sigma)
-
-    return factory
+    return _ProposalFactory(resolve_controller(network))

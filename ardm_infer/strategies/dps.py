@@ -12,12 +12,26 @@ misfit of x0_hat = D(z_s, sigma_s, c), differentiated w.r.t. z_s through the den
 - ``variant="score"`` (default): the likelihood score added to the reverse-time drift over the
   sub-step (the DPS approximation p(y | z_s) ~ p(y | x0_hat)):
       u_s = scale * (sigma_s^2 - sigma_{s-1}^2) * grad_z log p(y | x0_hat),
-  with log p the library's one masked Gaussian log-likelihood at the problem's sigma.
+  with log p the library's one Gaussian log-likelihood at the problem's sigma (any linear
+  H: ``|y - H x0_hat|`` replaces ``|M (y - x0_hat)|`` for a general operator).
 
 The default is ``"score"`` because its step is in the units of the likelihood: it scales
 with 1/sigma_y^2 and vanishes as sigma_y -> infinity, so DPS then reproduces the forecast.
 Chung's step size absorbs sigma_y (its normalised step has the same length whatever the
 noise), so ``"chung"`` does not have that limit; its ``scale`` must be tuned per regime.
+
+Step bound.  The score step grows like 1/sigma_y^2: at small sigma_y (KS: sigma_y <= 5e-3)
+it overshoots the observation by orders of magnitude at every sub-step and the sampler
+diverges.  Its control is therefore bounded relative to the sub-step's own noise,
+
+    u_s <- u_s min(1, max_step * tau_s / rms(u_s)),   rms(u) = sqrt(mean over the frame of u^2),
+
+per batch element, so a sub-step never moves the latent further than ``max_step`` times the
+noise it adds (default 1), which keeps DPS finite for any sigma_y > 0.  Chung's step is
+normalised by the residual and does not grow with 1/sigma_y^2; it is not bounded.  At sigma_y = 0.1
+the KS and twin controls stay below 0.05 tau_s and are never bounded (outputs unchanged).
+The kernel accounts for the bounded control (its KL and path weight), so a bounded DPS is
+still an exact proposal for ``smc``.
 
 Frames without observations are plain forecasts (no VJP).
 """
@@ -29,66 +43,66 @@ from dataclasses import dataclass
 import torch
 
 from ..guidance import SubStepState
-from ..observe import log_likelihood
+from ..observe import FrameObservation
 from ..process import Process
 from .base import (
-    Problem,
+    ProblemView,
     StrategyState,
     initial_window,
     propagate,
     register,
     require_guided_ardm,
-    tile_members,
 )
+from .config import option, validate_config
 
 
 class DPSGuidance:
     """The DPS control for one frame, for a flattened batch ``(members * trajectories, ...)``.
 
     Args:
-        observation: lifted observation ``(batch, C, *space)``.
-        mask: ``(batch, C, *space)`` bool.
+        observation: lifted observation ``(batch, C, *space)``, or a
+            :class:`~ardm_infer.observe.FrameObservation` for the batch (any H; then ``mask``
+            and ``sigma`` are taken from it).
+        mask: ``(batch, C, *space)`` bool (lifted observations).
         sigma: observation noise std.
         scale: step-size scale (zeta' or the score multiplier).
         variant: ``"chung"`` or ``"score"``.
         normalise: divide by the residual norm (``"chung"`` only).
+        max_step: bound on rms(u_s) / tau_s per batch element of the ``"score"`` control
+            (module docstring), or None.
     """
 
     needs_grad = True
 
     def __init__(
         self,
-        observation: torch.Tensor,
-        mask: torch.Tensor,
-        sigma: float,
-        scale: float,
+        observation: torch.Tensor | FrameObservation,
+        mask: torch.Tensor | None = None,
+        sigma: float | None = None,
+        scale: float = 1.0,
         variant: str = "score",
         normalise: bool = True,
+        max_step: float | None = 1.0,
     ) -> None:
-        self.observation = observation
-        self.mask = mask
-        self.sigma = sigma
+        if not isinstance(observation, FrameObservation):
+            observation = FrameObservation(observation, sigma, mask=mask)
+        self.frame = observation
         self.scale = scale
         self.variant = variant
         self.normalise = normalise
+        self.max_step = max_step
         self.vjps = 0
+        self.bounded = 0
 
     def control(self, state: SubStepState) -> torch.Tensor:
         batch = state.z.shape[0]
         frame_dims = tuple(range(1, state.z.ndim))
         if self.variant == "score":
-            objective = log_likelihood(
-                self.observation,
-                state.x0_hat,
-                self.mask,
-                self.sigma,
-                frame_ndim=state.x0_hat.ndim - 1,
-            )
+            objective = self.frame.log_likelihood(state.x0_hat)
             (grad,) = torch.autograd.grad(objective.sum(), state.z)
             u = self.scale * (state.sigma**2 - state.sigma_next**2) * grad
         else:
-            residual = torch.where(self.mask, self.observation - state.x0_hat, 0.0)
-            sq = residual.square().sum(frame_dims)  # (batch,)
+            sq = self.frame.squared_residual(state.x0_hat)  # (batch,)
             (grad,) = torch.autograd.grad(sq.sum(), state.z)
             zeta = self.scale
             if self.normalise:
@@ -96,7 +110,17 @@ class DPSGuidance:
                 zeta = self.scale / norm.reshape(batch, *([1] * len(frame_dims)))
             u = -zeta * grad
         self.vjps += batch
-        return u.detach()
+        u = u.detach()
+        if self.max_step is None or self.variant != "score":
+            return u
+        rms = u.square().mean(frame_dims).sqrt()  # (batch,)
+        bound = self.max_step * state.tau
+        over = rms > bound
+        if not bool(over.any()):
+            return u
+        self.bounded += int(over.sum())
+        factor = (bound / rms).reshape(batch, *([1] * len(frame_dims)))
+        return torch.where(over.reshape(factor.shape), u * factor, u)
 
 
 @register
@@ -104,41 +128,58 @@ class DPS:
     """Diffusion posterior sampling (Chung et al. 2023) on an ARDM, frame by frame."""
 
     name = "dps"
+    divergence_hint = "lower scale or max_step"
 
     @dataclass(frozen=True)
     class Config:
-        """Attributes:
-        scale: the multiplier of the score step for ``"score"`` (1 = the plain DPS
-            likelihood score), or zeta' for ``"chung"`` (1.0 as in Chung et al.).
-        variant: ``"chung"`` or ``"score"`` (see module docstring).
-        normalise: normalise the step by the residual norm (``"chung"``).
-        """
+        """Options of DPS (module docstring)."""
 
-        scale: float = 1.0
-        variant: str = "score"
-        normalise: bool = True
+        scale: float = option(
+            1.0,
+            'The multiplier of the score step for "score" (1 = the plain DPS likelihood '
+            'score), or zeta\' for "chung" (1.0 as in Chung et al.).',
+            low=0.0,
+        )
+        variant: str = option(
+            "score", "The DPS step (module docstring).", kind=str, choices=("chung", "score")
+        )
+        normalise: bool = option(
+            True, 'Normalise the step by the residual norm ("chung").', kind=bool
+        )
+        max_step: float | None = option(
+            1.0,
+            "Bound on the RMS of each sub-step's \"score\" control in units of that sub-step's "
+            "noise std tau_s (keeps DPS finite at small sigma_y); None: unbounded.",
+            low=0.0,
+            low_open=True,
+            optional=True,
+        )
 
         def __post_init__(self) -> None:
-            if self.variant not in ("chung", "score"):
-                raise ValueError(f"variant must be 'chung' or 'score', got {self.variant!r}")
-            if self.scale < 0:
-                raise ValueError("scale must be >= 0")
+            validate_config(self)
+
+    def lookahead(self, config: Config) -> int:
+        """A filter: frame t's observation only."""
+        return 0
 
     def init(
         self,
         process: Process,
-        problem: Problem,
+        problem: ProblemView,
         members: int,
         config: Config,
         generator: torch.Generator,
     ) -> StrategyState:
         require_guided_ardm(process, "dps", "differentiates through a denoiser")
-        return StrategyState(window=initial_window(problem, members, process.context_length))
+        return StrategyState(
+            window=initial_window(problem, members, process.context_length),
+            diagnostics={"kl": (), "bounded_steps": 0},
+        )
 
     def step(
         self,
         process: Process,
-        problem: Problem,
+        problem: ProblemView,
         state: StrategyState,
         t: int,
         config: Config,
@@ -146,19 +187,18 @@ class DPS:
     ) -> StrategyState:
         members = state.window.shape[0]
         guidance = None
-        if problem.observed(t):
+        observation = problem.frame(t)
+        if observation is not None:
             guidance = DPSGuidance(
-                tile_members(problem.observation[:, t], members),
-                tile_members(problem.mask_at(t), members),
-                problem.sigma,
-                config.scale,
-                config.variant,
-                config.normalise,
+                observation.tile(members),
+                scale=config.scale,
+                variant=config.variant,
+                normalise=config.normalise,
+                max_step=config.max_step,
             )
         with torch.no_grad():
             prop = propagate(process, state.window, generator, guidance=guidance, frame=t)
-        if guidance is not None:
-            state.vjps += guidance.vjps
-        state.diagnostics.setdefault("kl", []).append(prop.kl)
-        state.push(prop.frame)
-        return state
+        vjps = state.vjps + (guidance.vjps if guidance is not None else 0)
+        bounded = state.diagnostics["bounded_steps"] + (0 if guidance is None else guidance.bounded)
+        state = state.record(kl=prop.kl).with_diagnostics(bounded_steps=bounded)
+        return state.push(prop.frame, vjps=vjps)

@@ -67,16 +67,21 @@ from dataclasses import dataclass
 
 import torch
 
+from ..observe import FrameObservation
 from ..process import Process
-from .base import Problem, StrategyState, initial_window, propagate, register
+from .base import ProblemView, StrategyState, initial_window, propagate, register
+from .config import option, validate_config
+from .enkf_linear import etkf_analysis_linear, perturbed_analysis_linear
 
 __all__ = [
     "EnsembleKalmanFilter",
     "etkf_analysis",
+    "etkf_analysis_linear",
     "gaspari_cohn",
     "localisation_kernel",
     "periodic_distance",
     "perturbed_analysis",
+    "perturbed_analysis_linear",
     "relax_to_prior_spread",
 ]
 
@@ -499,50 +504,57 @@ class EnsembleKalmanFilter:
     """
 
     name = "enkf"
+    divergence_hint = "use more members, an inflation closer to 1 or a localisation_radius"
 
     @dataclass(frozen=True)
     class Config:
-        """Options of the EnKF.
+        """Options of the EnKF (module docstring)."""
 
-        Attributes:
-            variant: ``"etkf"`` (square-root, Hunt et al. 2007) or ``"perturbed"``
-                (stochastic EnKF, Burgers et al. 1998).
-            inflation: multiplicative factor (> 0, usually >= 1) on the forecast anomalies
-                before each analysis.
-            localisation_radius: Gaspari-Cohn half-width in grid points (weights reach 0 at
-                twice this distance; periodic distance, per axis on 2-D grids), or None.
-            initial_spread: std of Gaussian perturbations added by ``init`` to the context
-                of every member (from the generator); a deterministic process needs > 0,
-                or all members stay identical and no analysis can act.
-            rtps: relaxation to prior spread alpha in [0, 1] (Whitaker & Hamill 2012;
-                module docstring), applied after every analysis; 0 (default) is none.
-            lag: fixed-lag smoother window L >= 0 (module docstring): frame t is emitted
-                after the observations up to t + L are assimilated; 0 (default) is the
-                filter.
-        """
-
-        variant: str = "etkf"
-        inflation: float = 1.0
-        localisation_radius: float | None = None
-        initial_spread: float = 0.0
-        rtps: float = 0.0
-        lag: int = 0
+        variant: str = option(
+            "etkf",
+            '"etkf" (square-root, Hunt et al. 2007) or "perturbed" (stochastic EnKF, Burgers '
+            "et al. 1998).",
+            kind=str,
+            choices=VARIANTS,
+        )
+        inflation: float = option(
+            1.0,
+            "Multiplicative factor (usually >= 1) on the forecast anomalies before each analysis.",
+            low=0.0,
+            low_open=True,
+        )
+        localisation_radius: float | None = option(
+            None,
+            "Gaspari-Cohn half-width in grid points (weights reach 0 at twice this distance; "
+            "periodic distance, per axis on 2-D grids), or None; mask observations only.",
+            low=0.0,
+            low_open=True,
+            optional=True,
+        )
+        initial_spread: float = option(
+            0.0,
+            "Std of Gaussian perturbations added by init to the context of every member "
+            "(from the generator); a deterministic process needs > 0, or all members stay "
+            "identical and no analysis can act.",
+            low=0.0,
+        )
+        rtps: float = option(
+            0.0,
+            "Relaxation to prior spread alpha (Whitaker & Hamill 2012; module docstring), "
+            "applied after every analysis; 0 is none.",
+            low=0.0,
+            high=1.0,
+        )
+        lag: int = option(
+            0,
+            "Fixed-lag smoother window L (module docstring): frame t is emitted after the "
+            "observations up to t + L are assimilated; 0 is the filter.",
+            kind=int,
+            low=0,
+        )
 
         def __post_init__(self) -> None:
-            if self.variant not in VARIANTS:
-                raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
-            if not (math.isfinite(self.inflation) and self.inflation > 0):
-                raise ValueError(f"inflation must be positive and finite, got {self.inflation}")
-            if self.localisation_radius is not None and not self.localisation_radius > 0:
-                raise ValueError(
-                    f"localisation_radius must be > 0 (or None), got {self.localisation_radius}"
-                )
-            if not (math.isfinite(self.initial_spread) and self.initial_spread >= 0):
-                raise ValueError(f"initial_spread must be >= 0, got {self.initial_spread}")
-            if not 0.0 <= self.rtps <= 1.0:
-                raise ValueError(f"rtps must be in [0, 1], got {self.rtps}")
-            if isinstance(self.lag, bool) or not isinstance(self.lag, int) or self.lag < 0:
-                raise ValueError(f"lag must be an integer >= 0, got {self.lag!r}")
+            validate_config(self)
 
     def lookahead(self, config: Config) -> int:
         """Frames of future observations read before a frame is emitted: ``config.lag``."""
@@ -551,7 +563,7 @@ class EnsembleKalmanFilter:
     def init(
         self,
         process: Process,
-        problem: Problem,
+        problem: ProblemView,
         members: int,
         config: Config,
         generator: torch.Generator,
@@ -561,6 +573,18 @@ class EnsembleKalmanFilter:
             raise ValueError(
                 f"the EnKF needs >= 2 members to estimate a covariance, got members={members}"
             )
+        if not problem.is_mask and config.localisation_radius is not None:
+            raise ValueError(
+                "enkf: localisation_radius weights observations by their distance to each grid "
+                f"point, and a general linear H ({problem.operator!r}) has no observation "
+                "locations; use localisation_radius=None"
+            )
+        if not problem.is_mask and config.lag > 0:
+            raise ValueError(
+                "enkf: the fixed-lag smoother (lag > 0) augments the state with unobserved "
+                "lagged frames, which needs mask observations; use lag=0 with a general "
+                f"linear H ({problem.operator!r})"
+            )
         window = initial_window(problem, members, process.context_length)
         if config.initial_spread > 0:
             noise = torch.randn(
@@ -568,17 +592,18 @@ class EnsembleKalmanFilter:
             )
             window = window + config.initial_spread * noise.to(window.device)
         diagnostics = {
-            "analysis_frames": [],
-            "innovation_rms": [],
-            "forecast_spread": [],
-            "analysis_spread": [],
+            "analysis_frames": (),
+            "innovation_rms": (),
+            "forecast_spread": (),
+            "analysis_spread": (),
         }
-        return StrategyState(window=window, diagnostics=diagnostics)
+        carry = _SmootherCarry(pending=(), filtered=-1) if config.lag > 0 else None
+        return StrategyState(window=window, diagnostics=diagnostics, carry=carry)
 
     def step(
         self,
         process: Process,
-        problem: Problem,
+        problem: ProblemView,
         state: StrategyState,
         t: int,
         config: Config,
@@ -593,15 +618,16 @@ class EnsembleKalmanFilter:
             return self._advance_smoother(process, problem, state, t, config, generator)
         with torch.no_grad():
             frame = propagate(process, state.window, generator, frame=t).frame
-            if problem.observed(t):
-                frame = self._analyse(frame, problem, t, config, generator, state)
-            state.push(frame)
-        return state
+            observation = problem.frame(t)
+            if observation is not None:
+                frame, records = self._analyse(frame, observation, config, generator)
+                state = state.record(analysis_frames=t, **records)
+            return state.push(frame)
 
     def _advance_smoother(
         self,
         process: Process,
-        problem: Problem,
+        problem: ProblemView,
         state: StrategyState,
         t: int,
         config: Config,
@@ -610,50 +636,56 @@ class EnsembleKalmanFilter:
         """Filter frames up to min(t + lag, horizon - 1), smoothing the pending frames, and
         emit frame t.
 
-        ``state.extra["smoother_pending"]`` holds the not yet emitted frames' ensembles
-        (``(members, trajectories, C, *space)`` each, oldest first) and
-        ``state.extra["smoother_filtered"]`` the last frame the filter has reached;
-        ``state.window`` is the filter's window.
+        The carry (:class:`_SmootherCarry`) holds the not yet emitted frames' ensembles
+        (``(members, trajectories, C, *space)`` each, oldest first) and the last frame the
+        filter has reached; ``state.window`` is the filter's window.
         """
-        pending = state.extra.setdefault("smoother_pending", [])
-        reached = state.extra.get("smoother_filtered", t - 1)
+        pending = list(state.carry.pending)
+        reached = state.carry.filtered
+        window = state.window
         with torch.no_grad():
             for s in range(reached + 1, min(t + config.lag, problem.horizon - 1) + 1):
-                frame = propagate(process, state.window, generator, frame=s).frame
-                if problem.observed(s):
-                    frame = self._analyse(frame, problem, s, config, generator, state, pending)
+                frame = propagate(process, window, generator, frame=s).frame
+                observation = problem.frame(s)
+                if observation is not None:
+                    frame, records = self._analyse(frame, observation, config, generator, pending)
+                    state = state.record(analysis_frames=s, **records)
                 pending.append(frame)
-                state.window = torch.cat([state.window[:, :, 1:], frame.unsqueeze(2)], dim=2)
-                state.extra["smoother_filtered"] = s
-            state.frames.append(pending.pop(0).clone())  # not a view of the augmented state
-        return state
+                window = torch.cat([window[:, :, 1:], frame.unsqueeze(2)], dim=2)
+                reached = s
+            emitted = pending.pop(0).clone()  # not a view of the augmented state
+        return state.replace(
+            window=window,
+            frames=(*state.frames, emitted),
+            carry=_SmootherCarry(pending=tuple(pending), filtered=reached),
+        )
 
     @staticmethod
     def _analyse(
         frame: torch.Tensor,
-        problem: Problem,
-        t: int,
+        observation: FrameObservation,
         config: Config,
         generator: torch.Generator,
-        state: StrategyState,
         lagged: list[torch.Tensor] | None = None,
-    ) -> torch.Tensor:
-        """Analysis of ``frame`` ``(members, trajectories, C, *space)``; records diagnostics.
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Analysis of ``frame`` ``(members, trajectories, C, *space)`` and its diagnostics.
 
         ``lagged`` (smoother): earlier frames' ensembles, updated in place in the list with
         the same analysis (augmented state, module docstring).
         """
-        mask = problem.mask_at(t).to(frame.device)
-        observation = problem.observation[:, t].to(frame.device, frame.dtype)
-        ensemble, observed, where = frame, observation, mask
+        if not observation.is_mask:
+            return EnsembleKalmanFilter._analyse_linear(frame, observation, config, generator)
+        mask = observation.mask.to(frame.device)
+        y = observation.observation.to(frame.device, frame.dtype)
+        ensemble, observed, where = frame, y, mask
         if lagged:
-            ensemble, observed, where = _augment(frame, lagged, observation, mask, config.inflation)
+            ensemble, observed, where = _augment(frame, lagged, y, mask, config.inflation)
         if config.variant == "etkf":
             analysis = etkf_analysis(
                 ensemble,
                 observed,
                 where,
-                problem.sigma,
+                observation.sigma,
                 config.inflation,
                 config.localisation_radius,
             )
@@ -662,7 +694,7 @@ class EnsembleKalmanFilter:
                 ensemble,
                 observed,
                 where,
-                problem.sigma,
+                observation.sigma,
                 generator,
                 config.inflation,
                 config.localisation_radius,
@@ -675,11 +707,50 @@ class EnsembleKalmanFilter:
         reduce = tuple(range(1, frame.ndim - 1))
         weight = mask.to(frame.dtype)
         count = weight.sum(reduce)
-        residual = torch.where(mask, observation - frame.mean(0), 0.0).square().sum(reduce)
-        state.diagnostics["analysis_frames"].append(t)
-        state.diagnostics["innovation_rms"].append(
-            torch.where(count > 0, residual / count.clamp_min(1), torch.nan).sqrt()
-        )
-        state.diagnostics["forecast_spread"].append(frame.var(0).mean(reduce).sqrt())
-        state.diagnostics["analysis_spread"].append(analysis.var(0).mean(reduce).sqrt())
-        return analysis
+        residual = torch.where(mask, y - frame.mean(0), 0.0).square().sum(reduce)
+        return analysis, {
+            "innovation_rms": torch.where(
+                count > 0, residual / count.clamp_min(1), torch.nan
+            ).sqrt(),
+            "forecast_spread": frame.var(0).mean(reduce).sqrt(),
+            "analysis_spread": analysis.var(0).mean(reduce).sqrt(),
+        }
+
+    @staticmethod
+    def _analyse_linear(
+        frame: torch.Tensor,
+        observation: FrameObservation,
+        config: Config,
+        generator: torch.Generator,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """As :meth:`_analyse` for a general linear H (vector observations)."""
+        if config.rtps > 0:
+            raise ValueError(
+                "enkf: rtps relaxes the spread of the observed entries of a mask; with a "
+                "general linear H use rtps=0"
+            )
+        y = observation.observation.to(frame.device, frame.dtype)
+        if config.variant == "etkf":
+            analysis = etkf_analysis_linear(
+                frame, y, observation.operator, observation.sigma, config.inflation
+            )
+        else:
+            analysis = perturbed_analysis_linear(
+                frame, y, observation.operator, observation.sigma, generator, config.inflation
+            )
+        reduce = tuple(range(1, frame.ndim - 1))
+        innovation = y - observation.operator.apply(frame.mean(0))
+        return analysis, {
+            "innovation_rms": innovation.square().mean(-1).sqrt(),
+            "forecast_spread": frame.var(0).mean(reduce).sqrt(),
+            "analysis_spread": analysis.var(0).mean(reduce).sqrt(),
+        }
+
+
+@dataclass(frozen=True)
+class _SmootherCarry:
+    """The fixed-lag smoother's carry: the filtered, not yet emitted frames' ensembles
+    (``(members, trajectories, C, *space)`` each, oldest first) and the last frame filtered."""
+
+    pending: tuple[torch.Tensor, ...]
+    filtered: int

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from ..process import Process
-from .base import Problem, StrategyState, initial_window, propagate, register
+from .base import ProblemView, StrategyState, initial_window, propagate, register
 
 
 @register
@@ -15,15 +15,20 @@ class Forecast:
     """Members run the process from the true context, ignoring all observations."""
 
     name = "forecast"
+    divergence_hint = "the process itself diverged from this context (check its units)"
 
     @dataclass(frozen=True)
     class Config:
         """No options."""
 
+    def lookahead(self, config: Config) -> int:
+        """Reads no observation at all."""
+        return 0
+
     def init(
         self,
         process: Process,
-        problem: Problem,
+        problem: ProblemView,
         members: int,
         config: Config,
         generator: torch.Generator,
@@ -33,12 +38,11 @@ class Forecast:
     def step(
         self,
         process: Process,
-        problem: Problem,
+        problem: ProblemView,
         state: StrategyState,
         t: int,
         config: Config,
         generator: torch.Generator,
     ) -> StrategyState:
         with torch.no_grad():
-            state.push(propagate(process, state.window, generator, frame=t).frame)
-        return state
+            return state.push(propagate(process, state.window, generator, frame=t).frame)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from ..soc.weights import effective_sample_size
+
 __all__ = [
     "REGULARISATION_KERNELS",
     "RESAMPLING_METHODS",
@@ -23,15 +25,6 @@ __all__ = [
 
 RESAMPLING_METHODS = ("systematic", "stratified", "residual", "multinomial")
 REGULARISATION_KERNELS = ("plain", "shrunk")
-
-
-def effective_sample_size(log_weights: torch.Tensor) -> torch.Tensor:
-    """ESS = 1 / sum_i W_i^2 (Kong, Liu & Wong 1994), per trajectory.
-
-    ``log_weights``: normalised over members, ``(members, trajectories)``; returns
-    ``(trajectories,)``.
-    """
-    return torch.exp(-torch.logsumexp(2 * log_weights, dim=0))
 
 
 def _normalised_weights(log_weights: torch.Tensor) -> torch.Tensor:

@@ -92,9 +92,16 @@ from typing import Any
 import torch
 
 from ..guidance import Guidance
-from ..observe import log_likelihood
-from ..process import Process
-from .base import Problem, StrategyState, initial_window, propagate, register
+from ..process import GuidedProcess, Process
+from .base import (
+    DivergenceError,
+    ProblemView,
+    StrategyState,
+    initial_window,
+    propagate,
+    register,
+)
+from .config import option, validate_config
 from .resampling import (
     REGULARISATION_KERNELS,
     RESAMPLING_METHODS,
@@ -141,11 +148,14 @@ def _check_collapse(log_normaliser: torch.Tensor, t: int, members: int) -> None:
     collapsed = ~torch.isfinite(log_normaliser)
     if bool(collapsed.any()):
         which = torch.nonzero(collapsed).flatten().tolist()
-        raise RuntimeError(
+        raise DivergenceError(
             f"smc: the weights of all {members} particles collapsed (every log-weight is -inf "
             f"or NaN) at frame t={t} for trajectories {which}; the observations are impossible "
             "under the proposal (sigma too small, observations far from every particle, or "
-            "diverged particles); use more particles, a guided proposal or a larger sigma"
+            "diverged particles); use more particles, a guided proposal or a larger sigma",
+            "smc",
+            t,
+            which,
         )
 
 
@@ -168,7 +178,7 @@ def _tempering_step(
 
     def ess(delta: torch.Tensor) -> torch.Tensor:
         staged = joint + delta * likelihood
-        return effective_sample_size(staged - torch.logsumexp(staged, dim=0))
+        return effective_sample_size(staged, normalised=False)
 
     low = torch.zeros_like(remaining)
     high = remaining.clone()
@@ -184,7 +194,7 @@ def _progressive_correction(
     window: torch.Tensor,
     joint: torch.Tensor,
     likelihood: torch.Tensor,
-    problem: Problem,
+    problem: ProblemView,
     t: int,
     config: Any,
     generator: torch.Generator,
@@ -221,7 +231,7 @@ def _progressive_correction(
     plain = config.regularisation_kernel == "plain"
     for _ in range(MAX_TEMPERING_STAGES):
         full = joint + remaining * likelihood
-        active = effective_sample_size(full - torch.logsumexp(full, dim=0)) < target
+        active = effective_sample_size(full) < target
         if not bool(active.any()):
             break
         delta = _tempering_step(joint, likelihood, remaining, target)
@@ -241,13 +251,7 @@ def _progressive_correction(
             generator,
             config.regularisation_kernel,
         )
-        moved = log_likelihood(
-            problem.observation[:, t],
-            window[:, :, -1],
-            problem.mask_at(t),
-            problem.sigma,
-            frame_ndim=len(problem.frame_shape),
-        ).to(joint.dtype)
+        moved = problem.frame(t).log_likelihood(window[:, :, -1]).to(joint.dtype)
         likelihood = torch.where(active.unsqueeze(0), _finite_or_impossible(moved), likelihood)
         joint = torch.where(active.unsqueeze(0), uniform, joint)
         earlier = torch.where(active, earlier + normaliser, earlier)
@@ -260,7 +264,7 @@ def _check_proposal(process: Process, config: Any) -> None:
     """A guided proposal needs an ARDM with a stochastic sampler (docs/design.md §2)."""
     if config.proposal is None:
         return
-    if not hasattr(process, "step_frame"):
+    if not isinstance(process, GuidedProcess):
         raise ValueError(
             f"smc: Config.proposal guides the denoising sub-steps of an ARDM, but "
             f"{type(process).__name__} is a numerical process without step_frame; use the "
@@ -276,111 +280,121 @@ class SMC:
     """Particle filter over frames (bootstrap or guided proposals, exact path-space weights)."""
 
     name = "smc"
+    divergence_hint = "use more particles, a guided proposal or process_noise"
 
     @dataclass(frozen=True)
     class Config:
-        """Attributes:
-        proposal: None for the bootstrap proposal (the process prior), or a factory
-            ``(problem, t) -> Guidance | None`` called at every frame t (0-based in the
-            horizon); None from the factory means "bootstrap at this frame".  The guidance
-            sees a flattened batch ``(members * trajectories, C, *space)`` laid out
-            members-major (flat index ``m * trajectories + n`` is member m of trajectory n,
-            as :func:`~ardm_infer.strategies.base.flat`), so per-trajectory data (e.g.
-            ``problem.observation[:, t]``) is tiled ``members`` times.  Needs an ARDM with a
-            stochastic schedule (eta > 0).  A guidance with an integer ``vjps`` counter has
-            its increase added to the run's VJP cost.
-        ess_threshold: resample a trajectory's particles when ESS < ess_threshold * members,
-            in [0, 1]; 0 never resamples (sequential importance sampling), 1 resamples at
-            (almost) every frame.
-        process_noise: std of Gaussian jitter x_t <- x_t + process_noise * xi added to every
-            propagated particle (0 = none), e.g. for deterministic numerical dynamics such as
-            Lorenz-96 where a bootstrap filter would otherwise never diversify its particles.
-            This *changes the model* to x_t = f(c_{t-1}) + process_noise * xi: the filter is
-            then exact for that model, not for the original dynamics.
-        resampling: one of :data:`RESAMPLING_METHODS` (default ``"systematic"``).
-        regularisation: the factor ``reg`` >= 0 on Scott's bandwidth of the post-resampling
-            kernel jitter (module docstring; DAPPER's ``reg``); 0 (default) adds none.
-        regularisation_kernel: ``"plain"`` (default; DAPPER's jitter, which adds
-            (reg h)^2 C to the covariance) or ``"shrunk"`` (Liu & West 2001: the jitter
-            plus a pull toward the weighted mean that keeps mean and covariance); see
-            :func:`regularisation_noise`.
-        jitter_duplicates_only: with the plain kernel, jitter only particles drawn more
-            than once at resampling (default True, DAPPER's ``nuj``), else all (the shrunk
-            kernel moves all).
-        initial_spread: std of Gaussian perturbations added by ``init`` to the context of
-            every particle (from the generator), as ``enkf``'s: with deterministic dynamics
-            and no ``process_noise`` the particles would otherwise stay identical.
-        proposal_inflation: variance factor lambda >= 1 (DAPPER's ``qroot``) of the
-            ``process_noise`` jitter in the proposal, corrected exactly in the weights;
-            1 (default) is the plain jitter.  Needs ``process_noise > 0``.
-        tempering_ess: in [0, 1); > 0 brings each observation in by stages of progressive
-            correction (module docstring), each keeping ESS >= tempering_ess * members, with
-            resampling and regularisation between stages (needs ``regularisation > 0``);
-            0 (default) reweights by the whole likelihood at once.
-        """
+        """Options of the particle filter (module docstring)."""
 
-        proposal: Callable[[Problem, int], Guidance | None] | None = None
-        ess_threshold: float = 0.5
-        process_noise: float = 0.0
-        resampling: str = "systematic"
-        regularisation: float = 0.0
-        regularisation_kernel: str = "plain"
-        jitter_duplicates_only: bool = True
-        initial_spread: float = 0.0
-        proposal_inflation: float = 1.0
-        tempering_ess: float = 0.0
+        proposal: Callable[[ProblemView, int], Guidance | None] | None = option(  # noqa: RUF009
+            None,
+            "None for the bootstrap proposal (the process prior), or a factory "
+            "(problem, t) -> Guidance | None called at every frame t (0-based) with the "
+            "strategy's ProblemView; None from it means bootstrap at this frame. A factory "
+            "that reads later frames declares how many in an int attribute `lookahead` (e.g. "
+            "controller_proposal); without one it may read frame t only. The guidance sees "
+            "the flattened batch (members * trajectories, C, *space), members-major (flat "
+            "index m * trajectories + n is member m of trajectory n), so per-trajectory data "
+            "(problem.observation_at(t)) is tiled members times. Needs an ARDM with a "
+            "stochastic schedule (eta > 0). A guidance with an int `vjps` counter has its "
+            "increase added to the run's VJP cost.",
+            kind="callable",
+            optional=True,
+        )
+        ess_threshold: float = option(
+            0.5,
+            "Resample a trajectory's particles when ESS < ess_threshold * members; 0 never "
+            "resamples (sequential importance sampling), 1 resamples at (almost) every frame.",
+            low=0.0,
+            high=1.0,
+        )
+        process_noise: float = option(
+            0.0,
+            "Std of Gaussian jitter x_t <- x_t + process_noise * xi added to every propagated "
+            "particle (0 = none), e.g. for deterministic dynamics such as Lorenz-96 where a "
+            "bootstrap filter would never diversify its particles. This changes the model to "
+            "x_t = f(c_{t-1}) + process_noise * xi: the filter is then exact for that model.",
+            low=0.0,
+        )
+        resampling: str = option(
+            "systematic",
+            "The resampling scheme (module docstring).",
+            kind=str,
+            choices=RESAMPLING_METHODS,
+        )
+        regularisation: float = option(
+            0.0,
+            "The factor reg on Scott's bandwidth of the post-resampling kernel jitter "
+            "(DAPPER's reg); 0 adds none.",
+            low=0.0,
+        )
+        regularisation_kernel: str = option(
+            "plain",
+            "'plain' (DAPPER's jitter, which adds (reg h)^2 C to the covariance) or 'shrunk' "
+            "(Liu & West 2001: the jitter plus a pull toward the weighted mean that keeps mean "
+            "and covariance).",
+            kind=str,
+            choices=REGULARISATION_KERNELS,
+        )
+        jitter_duplicates_only: bool = option(
+            True,
+            "With the plain kernel, jitter only particles drawn more than once at resampling "
+            "(DAPPER's nuj), else all (the shrunk kernel moves all).",
+            kind=bool,
+        )
+        initial_spread: float = option(
+            0.0,
+            "Std of Gaussian perturbations added by init to the context of every particle, as "
+            "enkf's: with deterministic dynamics and no process_noise the particles would "
+            "otherwise stay identical.",
+            low=0.0,
+        )
+        proposal_inflation: float = option(
+            1.0,
+            "Variance factor lambda >= 1 (DAPPER's qroot) of the process_noise jitter in the "
+            "proposal, corrected exactly in the weights; 1 is the plain jitter. Needs "
+            "process_noise > 0.",
+            low=1.0,
+        )
+        tempering_ess: float = option(
+            0.0,
+            "In [0, 1); > 0 brings each observation in by stages of progressive correction, "
+            "each keeping ESS >= tempering_ess * members, with resampling and regularisation "
+            "between stages (needs regularisation > 0); 0 reweights by the whole likelihood "
+            "at once.",
+            low=0.0,
+            high=1.0,
+            high_open=True,
+        )
 
         def __post_init__(self) -> None:
-            if self.proposal is not None and not callable(self.proposal):
+            validate_config(self)
+            lookahead = getattr(self.proposal, "lookahead", 0)
+            if isinstance(lookahead, bool) or not isinstance(lookahead, int) or lookahead < 0:
                 raise TypeError(
-                    "proposal must be None or a callable (problem, t) -> Guidance, got "
-                    f"{type(self.proposal).__name__}"
+                    f"SMC.Config.proposal.lookahead must be an int >= 0, got {lookahead!r}"
                 )
-            if not 0.0 <= self.ess_threshold <= 1.0:
-                raise ValueError(f"ess_threshold must be in [0, 1], got {self.ess_threshold}")
-            if not (self.process_noise >= 0.0 and math.isfinite(self.process_noise)):
-                raise ValueError(f"process_noise must be finite and >= 0, got {self.process_noise}")
-            if self.resampling not in RESAMPLING_METHODS:
-                raise ValueError(
-                    f"resampling must be one of {RESAMPLING_METHODS}, got {self.resampling!r}"
-                )
-            if self.regularisation_kernel not in REGULARISATION_KERNELS:
-                raise ValueError(
-                    f"regularisation_kernel must be one of {REGULARISATION_KERNELS}, got "
-                    f"{self.regularisation_kernel!r}"
-                )
-            if not (self.regularisation >= 0.0 and math.isfinite(self.regularisation)):
-                raise ValueError(
-                    f"regularisation must be finite and >= 0, got {self.regularisation}"
-                )
-            if not (self.initial_spread >= 0.0 and math.isfinite(self.initial_spread)):
-                raise ValueError(
-                    f"initial_spread must be finite and >= 0, got {self.initial_spread}"
-                )
-            if not (self.proposal_inflation >= 1.0 and math.isfinite(self.proposal_inflation)):
-                raise ValueError(
-                    f"proposal_inflation must be finite and >= 1, got {self.proposal_inflation}"
-                )
-            if not 0.0 <= self.tempering_ess < 1.0:
-                raise ValueError(f"tempering_ess must be in [0, 1), got {self.tempering_ess}")
             if self.tempering_ess > 0 and self.regularisation == 0:
                 raise ValueError(
-                    "tempering_ess > 0 moves the particles between stages by regularisation: "
-                    "set regularisation > 0"
+                    "SMC.Config.tempering_ess > 0 moves the particles between stages by "
+                    "regularisation: set regularisation > 0"
                 )
             if self.proposal_inflation != 1.0 and self.process_noise == 0.0:
                 raise ValueError(
-                    "proposal_inflation inflates the process_noise jitter: set process_noise > 0"
+                    "SMC.Config.proposal_inflation inflates the process_noise jitter: set "
+                    "process_noise > 0"
                 )
 
     def lookahead(self, config: Config) -> int:
-        """Frames of future observations read at a step: 0 (a filter)."""
-        return 0
+        """0 (a filter), or the look-ahead its proposal declares (``proposal.lookahead``)."""
+        if config.proposal is None:
+            return 0
+        return int(getattr(config.proposal, "lookahead", 0))
 
     def init(
         self,
         process: Process,
-        problem: Problem,
+        problem: ProblemView,
         members: int,
         config: Config,
         generator: torch.Generator,
@@ -403,21 +417,22 @@ class SMC:
             device=window.device,
         )
         diagnostics: dict[str, Any] = {
-            "ess": [],
-            "resampled": [],
+            "ess": (),
+            "resampled": (),
             "resample_count": torch.zeros(
                 problem.trajectories, dtype=torch.long, device=window.device
             ),
-            "log_evidence": [],
-            "log_weights": [],
-            "kl": [],
+            "log_evidence": (),
+            "log_weights": (),
+            "kl": (),
+            "tempering_stages": (),
         }
         return StrategyState(window=window, log_weights=log_weights, diagnostics=diagnostics)
 
     def step(
         self,
         process: Process,
-        problem: Problem,
+        problem: ProblemView,
         state: StrategyState,
         t: int,
         config: Config,
@@ -435,12 +450,11 @@ class SMC:
         events per trajectory (the stages' resamplings not included).
 
         Raises:
-            RuntimeError: if every particle of a trajectory gets zero weight (log-weights all
-                -inf or NaN), naming the frame and the trajectories.
+            DivergenceError: (a RuntimeError) if every particle of a trajectory gets zero
+                weight (log-weights all -inf or NaN), naming the frame and the trajectories.
         """
         _check_proposal(process, config)
         members, trajectories = state.window.shape[:2]
-        frame_ndim = len(problem.frame_shape)
         guidance = config.proposal(problem, t) if config.proposal is not None else None
         if guidance is not None and not isinstance(guidance, Guidance):
             raise TypeError(
@@ -458,14 +472,9 @@ class SMC:
                 if correction is not None:
                     increment = increment + correction
             tempered = None  # the likelihood brought in by stages (progressive correction)
-            if problem.observed(t):
-                frame_likelihood = log_likelihood(
-                    problem.observation[:, t],
-                    frame,
-                    problem.mask_at(t),
-                    problem.sigma,
-                    frame_ndim=frame_ndim,
-                ).to(frame.dtype)
+            observation = problem.frame(t)
+            if observation is not None:
+                frame_likelihood = observation.log_likelihood(frame).to(frame.dtype)
                 if config.tempering_ess > 0:
                     tempered = frame_likelihood
                 else:
@@ -488,7 +497,7 @@ class SMC:
                 log_normaliser = torch.logsumexp(joint, dim=0)  # log sum_i W_{t-1}^i w_t^i
             _check_collapse(log_normaliser, t, members)
             log_weights = joint - torch.logsumexp(joint, dim=0)
-            ess = effective_sample_size(log_weights)
+            ess = effective_sample_size(log_weights, normalised=True)
             resample = ess < config.ess_threshold * members
             if bool(resample.any()):
                 ancestors = resample_ancestors(log_weights, config.resampling, generator)
@@ -515,30 +524,32 @@ class SMC:
                 )
             emitted = window[:, :, -1].clone()  # not a view: frees the window
         diag = state.diagnostics
-        history = diag.get("log_evidence") or [torch.zeros_like(log_normaliser)]
+        history = diag.get("log_evidence") or (torch.zeros_like(log_normaliser),)
         running = history[-1] + log_normaliser
         kl = (
             prop.kl.detach().mean(0)
             if guidance is not None and prop.kl is not None
             else torch.zeros_like(ess)
         )
-        diagnostics = dict(diag)
-        diagnostics.update(
-            ess=[*diag.get("ess", []), ess],
-            resampled=[*diag.get("resampled", []), resample],
-            resample_count=diag.get("resample_count", torch.zeros_like(resample, dtype=torch.long))
-            + resample.long(),
-            log_evidence=[*diag.get("log_evidence", []), running],
-            log_weights=[*diag.get("log_weights", []), log_weights],
-            kl=[*diag.get("kl", []), kl],
-            tempering_stages=[*diag.get("tempering_stages", []), stages],
+        resample_count = (
+            diag.get("resample_count", torch.zeros_like(resample, dtype=torch.long))
+            + resample.long()
         )
         vjps = int(getattr(guidance, "vjps", 0) or 0) - vjps_before
-        return StrategyState(
-            window=window,
-            frames=[*state.frames, emitted],
-            log_weights=log_weights,
-            diagnostics=diagnostics,
-            vjps=state.vjps + vjps,
-            extra=dict(state.extra),
+        return (
+            state.record(
+                ess=ess,
+                resampled=resample,
+                log_evidence=running,
+                log_weights=log_weights,
+                kl=kl,
+                tempering_stages=stages,
+            )
+            .with_diagnostics(resample_count=resample_count)
+            .replace(
+                window=window,
+                frames=(*state.frames, emitted),
+                log_weights=log_weights,
+                vjps=state.vjps + vjps,
+            )
         )
