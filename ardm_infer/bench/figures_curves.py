@@ -294,28 +294,21 @@ def draw_accuracy_cost(ds: xr.Dataset, confidence: float = 0.95) -> Figure:
         notes = []
         for row in table[table["regime"] == regime].itertuples(index=False):
             color = colors[row.strategy]
-            y = min(row.rmse, 0.97 * top) if row.offscale else row.rmse
-            hw = row.rmse_hw if math.isfinite(row.rmse_hw) and not row.offscale else 0.0
+            if row.offscale:  # a caret on the top edge; the value is written in the panel
+                ax.plot(row.ms_per_frame, top, marker=6, markersize=9, color=color, clip_on=False)
+                notes.append((f"{row.strategy}: off-scale (RMSE {row.rmse:.3g})", color))
+                continue
+            hw = row.rmse_hw if math.isfinite(row.rmse_hw) else 0.0
             ax.errorbar(
                 row.ms_per_frame,
-                y,
-                yerr=[[min(hw, y)], [hw]],
+                row.rmse,
+                yerr=[[min(hw, row.rmse)], [hw]],
                 color=color,
-                marker=6 if row.offscale else "o",
+                marker="o",
                 markersize=7,
                 capsize=3,
                 linestyle="none",
             )
-            ax.annotate(
-                row.strategy,
-                (row.ms_per_frame, y),
-                xytext=(5, -10 if row.offscale else 4),
-                textcoords="offset points",
-                fontsize=7,
-                color=color,
-            )
-            if row.offscale:
-                notes.append((f"{row.strategy}: off-scale (RMSE {row.rmse:.3g})", color))
         panel_notes(ax, notes + failure_notes(ds, regime))
         ax.set_ylim(0, top)
         ax.set_title(regime)
@@ -331,11 +324,11 @@ def draw_accuracy_cost(ds: xr.Dataset, confidence: float = 0.95) -> Figure:
 def plot_accuracy_cost(ds: xr.Dataset, out_dir: str | Path, confidence: float = 0.95) -> Path:
     """Time-averaged RMSE vs wall-clock ms per frame (log x): one panel per regime.
 
-    One marker per strategy (labelled), with the confidence interval of the RMSE over
-    trajectories as error bar (its lower end clipped at 0: an RMSE is never negative);
-    panels share both axes.  The y axis ends above the cells that stay on scale; off-scale
-    cells are drawn as a caret at the top edge, their RMSE written in the panel.  The cost is
-    the wall time per frame of all trajectories and members of the cell at once.
+    One marker per strategy (in its colour, see the legend), with the confidence interval of
+    the RMSE over trajectories as error bar (its lower end clipped at 0: an RMSE is never
+    negative); panels share both axes.  The y axis ends above the cells that stay on scale;
+    off-scale cells are drawn as a caret at the top edge, their RMSE written in the panel.
+    The cost is the wall time per frame of all trajectories and members of the cell at once.
 
     Returns:
         ``out_dir/accuracy_cost.png``.

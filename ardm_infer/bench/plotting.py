@@ -157,10 +157,12 @@ def robust_absmax(values: np.ndarray, q: float = 99.5) -> float:
 
 
 def _nice_log_ticks(lo: float, hi: float) -> list[float]:
-    """Ticks 1-2-5 per decade within ``[lo, hi]`` (at least two)."""
+    """Ticks 1-2-5 per decade within ``[lo, hi]`` (1-1.5-2-3-5-7 within one decade; at
+    least two)."""
     ticks = []
+    mantissas = (1.0, 1.5, 2.0, 3.0, 5.0, 7.0) if hi / lo < 10.0 else (1.0, 2.0, 5.0)
     for exponent in range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1):
-        for m in (1.0, 2.0, 5.0):
+        for m in mantissas:
             v = m * 10.0**exponent
             if lo <= v <= hi:
                 ticks.append(v)
@@ -172,8 +174,8 @@ def _nice_log_ticks(lo: float, hi: float) -> list[float]:
 def log_axis(ax: Axes, lo: float, hi: float, axis: str = "x") -> None:
     """A log axis on ``[lo, hi]`` (widened to at least a factor 3) with readable ticks.
 
-    Narrow ranges (under three decades) get 1-2-5 ticks labelled as plain numbers; wider ones
-    keep matplotlib's decade ticks.  Minor ticks carry no labels, so labels never overlap.
+    Ranges under three decades get 1-2-5 ticks (finer within one decade) labelled as plain
+    numbers; wider ones keep matplotlib's decade ticks.  Minor ticks carry no labels, so labels never overlap.
     """
     if not (math.isfinite(lo) and math.isfinite(hi) and lo > 0):
         return
