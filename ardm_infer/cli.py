@@ -66,6 +66,18 @@ _POSITIVE = _int_at_least(1)
 _NONNEGATIVE = _int_at_least(0)
 
 
+def _check_ship(folder: str | None) -> None:
+    """``--ship`` needs a folder (it no longer writes into the installed package)."""
+    if folder == "":
+        raise CliError(
+            "--ship needs a FOLDER: it copies the artifact there under the shipped names and "
+            "no longer writes into the installed package (to update the shipped set, give "
+            "ardm_infer/checkpoints of a git checkout)"
+        )
+    if folder is not None:
+        check_out(Path(folder), "--ship")
+
+
 def _ship(files: Sequence[str | Path], folder: str, stem: str) -> None:
     """Copy an artifact (weights and card) into ``folder`` under the shipped names."""
     target = check_out(Path(folder), "--ship")
@@ -104,6 +116,7 @@ def _cmd_train_ardm(args: argparse.Namespace) -> int:
         raise CliError(
             f"--preset: unknown preset {args.preset!r}; expected one of {sorted(presets)}"
         )
+    _check_ship(args.ship)
     device = check_device(args.device)
     out = check_out(Path(args.out or f"runs/ardm-{args.pde}-{args.preset}"))
     model_config, train_config = presets[args.preset]
@@ -143,6 +156,7 @@ def _cmd_train_controller(args: argparse.Namespace) -> int:
         raise CliError(
             f"--preset: unknown preset {args.preset!r}; expected one of {sorted(presets)}"
         )
+    _check_ship(args.ship)
     device = check_device(args.device)
     out = check_out(Path(args.out or f"runs/controller-{args.pde}-{args.preset}"))
     network_config, train_config = presets[args.preset]
@@ -316,7 +330,9 @@ def _add_ship(parser: argparse.ArgumentParser, stem: str) -> None:
 
 def _data_parser(sub: Any) -> None:
     p = sub.add_parser("data", help="generate (or read from cache) and summarise a data set")
-    p.add_argument("--pde", choices=["ks", "kolmogorov", "lorenz96"], default="ks")
+    p.add_argument(
+        "--pde", choices=["ks", "kolmogorov", "lorenz96"], default="ks", help="the system"
+    )
     p.add_argument(
         "--cache-dir",
         default=None,
@@ -334,8 +350,12 @@ def _data_parser(sub: Any) -> None:
 
 def _train_parsers(sub: Any) -> None:
     p = sub.add_parser("train-ardm", help="train an ARDM denoiser (resumable)")
-    p.add_argument("--pde", choices=["ks", "kolmogorov", "lorenz96"], default="ks")
-    p.add_argument("--preset", default="default", help="model/training preset (default, smoke)")
+    p.add_argument(
+        "--pde", choices=["ks", "kolmogorov", "lorenz96"], default="ks", help="the system"
+    )
+    p.add_argument(
+        "--preset", default="default", help="model/training preset: 'default' or 'smoke'"
+    )
     p.add_argument("--steps", type=_POSITIVE, default=None, help="override the number of steps")
     p.add_argument("--out", default=None, help="run folder (default: runs/ardm-<pde>-<preset>)")
     p.add_argument("--cache-dir", default=None, help="data cache root")
@@ -345,8 +365,10 @@ def _train_parsers(sub: Any) -> None:
     p.set_defaults(func=_cmd_train_ardm)
 
     p = sub.add_parser("train-controller", help="train the amortised controller (resumable)")
-    p.add_argument("--pde", choices=list(PDES), default="ks")
-    p.add_argument("--preset", default="default", help="network/training preset (default, smoke)")
+    p.add_argument("--pde", choices=list(PDES), default="ks", help="the system")
+    p.add_argument(
+        "--preset", default="default", help="network/training preset: 'default' or 'smoke'"
+    )
     p.add_argument(
         "--ardm",
         default=None,
@@ -474,7 +496,7 @@ def _other_parsers(sub: Any) -> None:
 
     p = sub.add_parser("regimes", help="list the named observation regimes or parse a spec")
     p.add_argument("spec", nargs="?", default=None, help="a preset name or spec string")
-    p.add_argument("--pde", choices=list(PDES), default="ks")
+    p.add_argument("--pde", choices=list(PDES), default="ks", help="the system")
     p.set_defaults(func=_cmd_regimes)
 
     p = sub.add_parser(

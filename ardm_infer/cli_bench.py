@@ -144,7 +144,10 @@ def _check_bench_request(request: dict[str, Any]) -> None:
 
     names = request["strategies"] or available_strategies()
     for name in names:
-        get_strategy(name)  # a ValueError that names the registered strategies
+        try:
+            get_strategy(name)
+        except ValueError as err:  # it names the registered strategies
+            raise CliError(str(err)) from None
     for name in request["strategy_options"]:
         if name not in names:
             raise CliError(

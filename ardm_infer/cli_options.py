@@ -341,7 +341,10 @@ def parse_value(text: str, annotation: Any, where: str) -> Any:
 def _field(name: str, field: str, where: str) -> FieldInfo:
     from .strategies import get_strategy
 
-    strategy = get_strategy(name)  # raises a ValueError naming the registered strategies
+    try:
+        strategy = get_strategy(name)
+    except ValueError as err:  # it names the registered strategies
+        raise CliError(f"{where}: {err}") from None
     fields = {f.name: f for f in config_fields(strategy.Config)}
     if field not in fields:
         known = ", ".join(fields) or "none"
