@@ -37,8 +37,10 @@ RECIPES: dict[str, dict[str, Any]] = {
         "strategies": ["forecast", "enkf"],
         "regimes": ["sparse, sigma=0.02"],
         "horizon": 140,
-        "trajectories": 2,
+        "trajectories": 3,
         "members": 4,
+        "threads": 1,
+        "options": {"enkf": {"inflation": 1.1, "localisation_radius": 8.0}},
     },
 }
 """Named runs of ``ardm-infer bench --preset`` that are not sizes of ``bench_preset``: the
@@ -114,7 +116,7 @@ def _bench_request(args: argparse.Namespace) -> dict[str, Any]:
         "figures": bool(_pick(args, file, "figures", True)),
         "ardm": _pick(args, file, "ardm"),
         "device": check_device(_pick(args, file, "device")),
-        "threads": _pick(args, file, "threads"),
+        "threads": _pick(args, file, "threads", recipe.get("threads")),
         "run_file": None if run is None else str(run.path),
         "run_file_text": None if run is None else run.text,
     }
@@ -125,7 +127,9 @@ def _bench_request(args: argparse.Namespace) -> dict[str, Any]:
             raise CliError(f"{key} must be an integer >= 1, got {request[key]!r}")
     if request["executor"] not in ("local", "ray"):
         raise CliError(f"executor must be 'local' or 'ray', got {request['executor']!r}")
-    options = dict(run.options) if run else {}
+    options = {name: dict(values) for name, values in recipe.get("options", {}).items()}
+    for name, values in (run.options if run else {}).items():
+        options[name] = {**options.get(name, {}), **values}
     for name, values in parse_sets(args.set or []).items():
         options[name] = {**options.get(name, {}), **values}
     controller = _pick(args, file, "controller")

@@ -328,3 +328,16 @@ def test_flags_override_the_run_file_and_report_rebuilds(capsys, toml_and_flags,
     request = _bench_request(args)
     assert request["horizon"] == 5 and request["regimes"] == ["dense"]
     assert request["members"] == 2 and request["strategy_options"] == {"enkf": {"inflation": 1.1}}
+
+
+def test_first_look_preset_resolves_to_its_run():
+    from ardm_infer.cli_bench import _bench_request
+
+    request = _bench_request(cli.build_parser().parse_args(["bench", "--preset", "first-look"]))
+    assert request["pdes"] == ["ks"] and request["strategies"] == ["forecast", "enkf"]
+    assert request["regimes"] == ["sparse, sigma=0.02"] and request["horizon"] == 140
+    assert request["strategy_options"] == {"enkf": {"inflation": 1.1, "localisation_radius": 8.0}}
+    assert str(request["out"]) == "results/bench-first-look"
+    override = ["bench", "--preset", "first-look", "--members", "8", "--set", "enkf.inflation=1"]
+    request = _bench_request(cli.build_parser().parse_args(override))
+    assert request["members"] == 8 and request["strategy_options"]["enkf"]["inflation"] == 1.0

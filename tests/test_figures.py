@@ -339,6 +339,8 @@ def test_skill_scores_by_hand(result):
     hw = stats.critical_value(2) * d.std(ddof=1) / np.sqrt(2)
     assert scores.low[s, r] == pytest.approx((d.mean() - hw) / b.mean())
     assert scores.significant[s, r] == 1
+    finite = np.isfinite(scores.high)
+    assert (scores.high[finite] <= 1.0).all()  # a non-negative score: skill never above 1
     assert scores.failed[STRATEGIES.index("vc"), r] and np.isnan(
         scores.skill[STRATEGIES.index("vc"), r]
     )

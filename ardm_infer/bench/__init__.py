@@ -3,7 +3,12 @@
 - :func:`benchmark` — run a grid of (strategy, regime) cells; returns an ``xarray.Dataset``.
 - :func:`bench_preset` — the ``quick`` and ``paper`` sizes.
 - :class:`StrategySpec`, :func:`strategy_spec` — a labelled, configured strategy column.
-- :mod:`ardm_infer.bench.report`, :mod:`ardm_infer.bench.figures` — tables, report, figures.
+- :mod:`ardm_infer.bench.stats` — time means, intervals over trajectories, the paired test,
+  skill scores and :func:`~ardm_infer.bench.stats.summary` (also ``ardm_infer.summary``).
+- :mod:`ardm_infer.bench.report` — terminal, markdown and CSV tables and ``report.md``.
+- :mod:`ardm_infer.bench.figures` — every figure (one palette: :mod:`ardm_infer.bench.palette`).
+
+Imports run one way: ``report`` → ``figures`` → ``plotting`` → ``stats`` and ``palette``.
 """
 
 from .core import (

@@ -86,6 +86,7 @@ def draw_metric_time(ds: xr.Dataset, metric: str = "rmse", confidence: float = 0
     )
     fig = figure(13.0, 0.9 + 2.9 * grid(len(regimes))[0])
     axes = panel_axes(fig, len(regimes))
+    ticks = False
     for r, (ax, regime) in enumerate(zip(axes, regimes, strict=True)):
         notes = []
         for s, name in enumerate(strategies):
@@ -101,7 +102,7 @@ def draw_metric_time(ds: xr.Dataset, metric: str = "rmse", confidence: float = 0
                     (f"{name}: {_mark_offscale(ax, t, mean, top, colors[name])}", colors[name])
                 )
         panel_notes(ax, notes + failure_notes(ds, regime))
-        mark_observed(ax, observed_times(ds, regime), len(t))
+        ticks |= mark_observed(ax, observed_times(ds, regime), len(t))
         ax.set_title(regime)
         if bounded:
             ax.set_ylim(0, top)
@@ -112,7 +113,8 @@ def draw_metric_time(ds: xr.Dataset, metric: str = "rmse", confidence: float = 0
     band = Line2D(
         [], [], color="grey", lw=6, alpha=0.3, label=f"{100 * confidence:g}% CI of mean{clip}"
     )
-    extra = [band, observed_handle()] + ([offscale_handle()] if off.any() else [])
+    extra = [band] + ([observed_handle()] if ticks else [])
+    extra += [offscale_handle()] if off.any() else []
     strategy_legend(fig, shown_strategies(ds), extra=extra)
     fig.suptitle(f"{label[:1].upper()}{label[1:]} over time ({title(ds)})")
     return fig

@@ -57,7 +57,7 @@ def draw_summary(
     colors = strategy_colors(scores.strategies)
     shown = np.where(np.isfinite(scores.skill), scores.skill, np.nan)
     shown[scores.strategies.index(scores.reference)] = np.nan  # grey: the reference itself
-    fig = figure(2.6 + 1.45 * n_r, 1.6 + 0.62 * n_s)
+    fig = figure(max(7.0, 2.6 + 1.45 * n_r), max(3.2, 1.6 + 0.62 * n_s))
     ax = fig.subplots()
     cmap = _colormap()
     image = ax.imshow(shown, cmap=cmap, norm=Normalize(-SKILL_LIMIT, SKILL_LIMIT), aspect="auto")
@@ -85,11 +85,12 @@ def draw_summary(
         image,
         ax=ax,
         extend="both",
-        label=f"{metric.upper()} skill vs {scores.reference} (colours clipped to ±{SKILL_LIMIT:g})",
+        label=f"{metric.upper()} skill (colours clipped to ±{SKILL_LIMIT:g})",
     )
     fig.suptitle(
-        f"{metric.upper()} skill score 1 − {metric.upper()}/{metric.upper()}$_{{ref}}$ "
-        f"({title(ds)})\n▲/▼: paired {level} interval above/below 0; brackets: that interval",
+        f"{metric.upper()} skill vs {scores.reference}: 1 − {metric.upper()} / "
+        f"{metric.upper()} of {scores.reference} ({title(ds)})\n"
+        f"brackets: paired {level} interval over trajectories; ▲/▼: it lies above/below 0",
         fontsize=10,
     )
     return fig

@@ -175,7 +175,8 @@ def log_axis(ax: Axes, lo: float, hi: float, axis: str = "x") -> None:
     """A log axis on ``[lo, hi]`` (widened to at least a factor 3) with readable ticks.
 
     Ranges under three decades get 1-2-5 ticks (finer within one decade) labelled as plain
-    numbers; wider ones keep matplotlib's decade ticks.  Minor ticks carry no labels, so labels never overlap.
+    numbers; wider ones keep matplotlib's decade ticks.  Minor ticks carry no labels, so
+    labels never overlap.
     """
     if not (math.isfinite(lo) and math.isfinite(hi) and lo > 0):
         return
@@ -335,12 +336,13 @@ def cadence(times: np.ndarray, horizon: int) -> str:
     return f"{times.size} of {horizon} frames"
 
 
-def mark_observed(ax: Axes, times: np.ndarray, horizon: int) -> None:
+def mark_observed(ax: Axes, times: np.ndarray, horizon: int) -> bool:
     """Ticks at the bottom of the axis at the observed frames, or the cadence in words.
 
     Ticks are drawn only when observations leave gaps and there are at most
     :data:`MAX_OBSERVED_TICKS` of them (on every-frame regimes they would merge into a bar);
     otherwise the lower left corner says ``"observed: every frame"`` (or the cadence).
+    Returns whether ticks were drawn.
     """
     if times.size and times.size < horizon and times.size <= MAX_OBSERVED_TICKS:
         ax.plot(
@@ -354,7 +356,7 @@ def mark_observed(ax: Axes, times: np.ndarray, horizon: int) -> None:
             transform=ax.get_xaxis_transform(),
             clip_on=False,
         )
-        return
+        return True
     ax.text(
         0.01,
         0.02,
@@ -365,6 +367,7 @@ def mark_observed(ax: Axes, times: np.ndarray, horizon: int) -> None:
         fontsize=7,
         color="0.3",
     )
+    return False
 
 
 def observed_handle() -> Line2D:

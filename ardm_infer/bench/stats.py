@@ -315,7 +315,8 @@ class SkillScores:
         metric: the per-frame score compared (lower is better), e.g. ``"crps"``.
         skill: ``(strategy, regime)`` ``1 − mean(score) / mean(score_ref)``; NaN where the
             cell or the reference did not run.
-        low, high: ``(strategy, regime)`` the paired ``confidence`` interval of the skill.
+        low, high: ``(strategy, regime)`` the paired ``confidence`` interval of the skill
+            (``high`` clipped at 1, the best possible skill).
         significant: ``(strategy, regime)`` int: +1 significantly better than the reference,
             -1 significantly worse, 0 neither (or not testable).
         failed: ``(strategy, regime)`` bool, cells recorded as failed.
@@ -345,7 +346,8 @@ def skill_scores(
     Its interval is that of the paired difference ``d_i = b_i − a_i`` divided by
     ``mean(b)``: ``[mean(d) ± hw(d)] / mean(b)`` with the Student-t half-width of
     :func:`mean_and_half_width`; the denominator is treated as fixed, so the interval
-    excludes 0 exactly when the paired test of the summary table does.
+    excludes 0 exactly when the paired test of the summary table does.  Since the score is
+    non-negative the skill cannot exceed 1: the upper end is clipped there.
 
     Args:
         ds: result dataset.
@@ -382,7 +384,8 @@ def skill_scores(
             mean, hw, n = mean_and_half_width(diff[ok], confidence)
             skill[s, r] = mean / denom
             if n >= 2 and math.isfinite(hw) and s != ref:
-                low[s, r], high[s, r] = (mean - hw) / denom, (mean + hw) / denom
+                low[s, r] = (mean - hw) / denom
+                high[s, r] = min((mean + hw) / denom, 1.0)  # a score >= 0: skill <= 1
                 significant[s, r] = 1 if low[s, r] > 0 else -1 if high[s, r] < 0 else 0
     return SkillScores(
         strategies, regimes, reference, metric, skill, low, high, significant, failed, confidence
