@@ -2,7 +2,8 @@
 
 Commands: ``data``, ``train-ardm``, ``train-controller``, ``bench``, ``report``, ``regimes``,
 ``strategies``.  Every error is one line on stderr that starts with ``error:`` and a non-zero
-exit status (2: a mistake in the command line or a run file; 1: a failure while running);
+exit status (2: bad input, i.e. a mistake in the command line or a run file or a value the
+library refuses; 1: any other failure while running);
 ``--debug`` prints the traceback too.  Lists, strategy options (``--set``) and run files
 (``--config run.toml``) are parsed by :mod:`ardm_infer.cli_options`.
 """
@@ -541,9 +542,9 @@ def _one_line(err: BaseException) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``ardm-infer``; returns the exit status.
 
-    Errors (a bad option, a bad run file, a failure while running) print one line starting
-    with ``error:`` on stderr and return 2 (command line) or 1 (run); ``--debug`` prints the
-    traceback first.
+    Errors print one line starting with ``error:`` on stderr and return 2 for bad input (an
+    option, a run file, or a value the library refuses with a ``ValueError``/``TypeError``)
+    or 1 for any other failure while running; ``--debug`` prints the traceback first.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
@@ -561,7 +562,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         hint = "" if debug or isinstance(err, CliError) else " (--debug shows the traceback)"
         print(f"error: {_one_line(err)}{hint}", file=sys.stderr)
-        return 2 if isinstance(err, CliError) else 1
+        return 2 if isinstance(err, ValueError | TypeError) else 1
 
 
 if __name__ == "__main__":

@@ -134,7 +134,7 @@ def test_report_on_a_bad_netcdf(capsys, tmp_path: Path, kind: str):
     folder = bad_results(tmp_path)[kind]
     code, _, err = run(capsys, "report", str(folder))
     expected = "not a readable netCDF" if kind == "truncated" else "not an ardm-infer benchmark"
-    assert_one_error(code, err, 1, expected)
+    assert_one_error(code, err, 2, expected)
 
 
 @pytest.mark.parametrize(
