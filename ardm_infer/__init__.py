@@ -11,12 +11,14 @@ Public entry points:
 - :mod:`ardm_infer.soc` — SOC accounting: control energy, path weights, J, exact twin control.
 - :func:`load_ardm` — the shipped KS and Kolmogorov ARDMs.
 - :func:`assimilate` — run any registered strategy on a :class:`Problem`.
+- :func:`summary` — the table of a benchmark result (``ardm_infer.bench``).
 """
 
 from . import dynamics, metrics, observe, soc, strategies
 from ._version import __version__, code_version
 from .ardm import ARDM, Schedule
 from .ardm.pretrained import load_ardm
+from .bench.stats import summary
 from .data import DataConfig, Dataset, default_data_config, load_dataset
 from .guidance import Guidance, SubStepState
 from .observe import Regime, parse_regime, preset
@@ -49,4 +51,5 @@ __all__ = [
     "rollout",
     "soc",
     "strategies",
+    "summary",
 ]

@@ -31,8 +31,6 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-
 from ardm_infer.bench import benchmark
 from ardm_infer.bench.report import format_table, summary
 
@@ -41,50 +39,22 @@ LONG = {"ks": 640}
 MEMBERS = 16
 
 
+def draw_long_horizon(ds):
+    """RMSE over time per sparse regime, one line per strategy (trajectory mean).
+
+    The report's RMSE-over-time figure: the project's one palette, axis limits set by the
+    strategies that stay on scale (a diverging one is clipped and named in its panel).
+    """
+    from ardm_infer.bench.figures import draw_metric_time
+
+    return draw_metric_time(ds, "rmse")
+
+
 def long_horizon_figure(ds, path: Path) -> Path:
-    """RMSE over time per sparse regime, one line per strategy (trajectory mean)."""
-    import matplotlib
+    """:func:`draw_long_horizon` saved as PNG at ``path``."""
+    from ardm_infer.bench.figures import DPI
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    regimes = list(ds.regime.values)
-    fig, axes = plt.subplots(1, len(regimes), figsize=(5.5 * len(regimes), 3.8), squeeze=False)
-    colours = {"forecast": "0.45", "controller": "tab:red", "dps": "tab:blue"}
-    for ax, regime in zip(axes[0], regimes, strict=True):
-        # Scale to the unguided forecast: a diverging strategy is clipped and labelled.
-        top = 1.6 * float(ds.rmse.sel(strategy="forecast", regime=regime).max())
-        for strategy in ds.strategy.values:
-            r = ds.rmse.sel(strategy=strategy, regime=regime).mean("trajectory")
-            label = str(strategy)
-            if (
-                bool(ds.blow_up.sel(strategy=strategy, regime=regime).any())
-                or float(r.max()) > 3 * top
-            ):
-                first = int(ds.time.values[np.argmax(r.values > top)])
-                label += f" (diverges from frame {first}; clipped)"
-            ax.plot(ds.time, r.clip(max=top), label=label, color=colours.get(str(strategy)), lw=1.4)
-        ax.set_ylim(0, top)
-        observed = ds.observed.sel(regime=regime).values
-        ax.plot(
-            ds.time.values[observed],
-            np.zeros(observed.sum()),
-            "|",
-            color="k",
-            ms=4,
-            alpha=0.4,
-            label="observed frame",
-        )
-        ax.set_title(
-            f"KS, {regime}: {ds.sizes['trajectory']} trajectory(ies), {ds.attrs['members']} members"
-        )
-        ax.set_xlabel("frame after the context")
-        ax.set_ylabel("RMSE of the ensemble mean (normalised units)")
-        ax.grid(alpha=0.3)
-        ax.legend(loc="lower right", frameon=True, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    draw_long_horizon(ds).savefig(path, dpi=DPI)
     return path
 
 

@@ -372,3 +372,81 @@ def test_cells_merged_by_outer_join(tmp_path: Path):
     assert row(df, "forecast", "sparse")["blow_up_fraction"] == 0.0
     assert plot_hovmoller(merged, tmp_path).name == "hovmoller_sparse.png"
     assert plot_rank_histograms(merged, tmp_path).stat().st_size > 1000
+
+
+# ----------------------------------------------------------------------------- failed cells, CSV
+
+
+def with_failure(ds: xr.Dataset, strategy: str, regime: str, reason: str) -> xr.Dataset:
+    """Mark a cell failed as the engine records it: NaN metrics, a flag and a reason."""
+    ds = ds.copy(deep=True)
+    ds["failed"] = (("strategy", "regime"), np.zeros((ds.sizes["strategy"], ds.sizes["regime"])))
+    ds["failure"] = xr.full_like(ds["failed"], "", dtype=object)
+    cell = {"strategy": strategy, "regime": regime}
+    for name in ("rmse", "crps", "crps_fair", "spread", "corr"):
+        ds[name].loc[cell] = np.nan
+    ds["failed"].loc[cell] = 1.0
+    ds["failure"].loc[cell] = reason
+    return ds.assign_coords(lookahead=("strategy", [0, 0, -1]))
+
+
+def test_failed_cells_and_lookahead_in_tables(tmp_path: Path):
+    reason = "ValueError: dps: the ensemble is non-finite at frame 7 (trajectory 1)"
+    ds = with_failure(synthetic(), "dps", "sparse", reason)
+    path = tmp_path / "results.nc"
+    ds.to_netcdf(path)
+    back = load_results(path)  # the netCDF round trip makes the flags floats
+    df = summary(back)
+    failed = row(df, "dps", "sparse")
+    assert failed["failed"] and failed["failure"] == reason and math.isnan(failed["rmse"])
+    assert not row(df, "dps", "dense")["failed"]
+    assert len(df) == 6 and list(df["lookahead"][:3]) == [0, 0, -1]
+    text = format_table(df)
+    assert re.search(r"^sparse\s+dps\s+0\s+failed\s", text, re.M)
+    assert re.search(r"^dense\s+enkf\s+\?\s", text, re.M)
+    assert f"dps @ sparse: {reason}" in text
+    md = markdown_table(df)
+    assert "| sparse | dps | 0 | failed |" in md and "| look-ahead |" in md
+    report = write_report(back, tmp_path, figures=False).read_text(encoding="utf-8")
+    assert f"- dps @ sparse: {reason}" in report
+
+
+def test_summary_csv_beside_results(tmp_path: Path):
+    ds = synthetic()
+    ds.to_netcdf(tmp_path / "results.nc")
+    write_report(ds, tmp_path, figures=False)
+    import pandas as pd
+
+    csv = pd.read_csv(tmp_path / "summary.csv", keep_default_na=False, na_values=[""])
+    df = summary(ds)
+    assert list(csv.columns) == list(SUMMARY_COLUMNS)
+    np.testing.assert_allclose(csv["rmse"], df["rmse"], rtol=1e-9)
+    assert list(csv["strategy"]) == list(df["strategy"])
+    assert "summary.csv" in (tmp_path / "report.md").read_text(encoding="utf-8")
+
+
+def test_load_results_refuses_truncated_and_foreign_files(tmp_path: Path):
+    good = tmp_path / "results.nc"
+    synthetic().to_netcdf(good)
+    truncated = tmp_path / "truncated.nc"
+    truncated.write_bytes(good.read_bytes()[:2000])
+    with pytest.raises(ValueError, match=r"truncated\.nc is not a readable netCDF"):
+        load_results(truncated)
+    foreign = tmp_path / "foreign.nc"
+    xr.Dataset({"temperature": ("x", np.arange(3.0))}).to_netcdf(foreign)
+    with pytest.raises(ValueError, match="not an ardm-infer benchmark result"):
+        load_results(foreign)
+
+
+def test_summary_at_top_level_and_no_import_circle():
+    import subprocess
+    import sys
+
+    import ardm_infer
+
+    assert ardm_infer.summary is summary
+    code = (
+        "import sys, ardm_infer; assert 'pandas' not in sys.modules; "
+        "import ardm_infer.bench.figures; assert 'ardm_infer.bench.report' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -6,7 +6,12 @@
 - :func:`strategy_configs` — the configuration each strategy of a result ran.
 - :class:`ResultFolderError` — an ``out`` folder that is busy, another run's or not writable
   (:mod:`ardm_infer.bench.folder`).
-- :mod:`ardm_infer.bench.report`, :mod:`ardm_infer.bench.figures` — tables, report, figures.
+- :mod:`ardm_infer.bench.stats` — time means, intervals over trajectories, the paired test,
+  skill scores and :func:`~ardm_infer.bench.stats.summary` (also ``ardm_infer.summary``).
+- :mod:`ardm_infer.bench.report` — terminal, markdown and CSV tables and ``report.md``.
+- :mod:`ardm_infer.bench.figures` — every figure (one palette: :mod:`ardm_infer.bench.palette`).
+
+Imports run one way: ``report`` → ``figures`` → ``plotting`` → ``stats`` and ``palette``.
 """
 
 from .core import (
