@@ -256,7 +256,13 @@ def _describe_strategy(name: str) -> list[str]:
     strategy = get_strategy(name)
     doc = (type(strategy).__doc__ or "").strip().splitlines()
     ahead = strategy_lookahead(name)
-    ahead_text = "? (not declared)" if ahead is None else f"{ahead} (with its defaults)"
+    if ahead is not None:
+        ahead_text = f"{ahead} (with its defaults)"
+    elif getattr(strategy, "lookahead", None) is not None:  # depends on a required option
+        rule = (strategy.lookahead.__doc__ or "").strip().splitlines()
+        ahead_text = f"depends on its options: {_plain(rule[0]) if rule else 'see its docs'}"
+    else:
+        ahead_text = "? (not declared)"
     lines = [f"{name}: {_plain(doc[0]) if doc else ''}".rstrip(), f"  look-ahead: {ahead_text}"]
     fields = config_fields(strategy.Config)
     lines.append("  options:" if fields else "  options: none")
@@ -449,6 +455,18 @@ def _bench_parser(sub: Any) -> None:
         "--members", type=_POSITIVE, default=None, help="members (default: the preset's)"
     )
     p.add_argument("--seed", type=_NONNEGATIVE, default=None, help="the run's seed (default: 0)")
+    p.add_argument(
+        "--initial",
+        default=None,
+        help="initial condition (docs/protocol.md): 'exact', 'climatology' or "
+        "'background(error=0.05, spinup=8)' (default: the preset's, else exact)",
+    )
+    p.add_argument(
+        "--start",
+        type=_NONNEGATIVE,
+        default=None,
+        help="first test frame used (the perturbed one for a background start; default: 0)",
+    )
     p.add_argument(
         "--ardm",
         default=None,

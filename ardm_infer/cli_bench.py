@@ -26,6 +26,7 @@ from .cli_options import (
     regime_list,
     split_names,
 )
+from .initial import parse_initial
 
 __all__ = ["PDES", "RECIPES", "cmd_bench"]
 
@@ -110,6 +111,8 @@ def _bench_request(args: argparse.Namespace) -> dict[str, Any]:
         "strategies": strategies,
         "regimes": regimes,
         "seed": _pick(args, file, "seed", 0),
+        "initial": _pick(args, file, "initial", recipe.get("initial", "exact")),
+        "start": _pick(args, file, "start", recipe.get("start", 0)),
         "resume": bool(_pick(args, file, "resume", False)),
         "workers": _pick(args, file, "workers", 1),
         "executor": _pick(args, file, "executor", "local"),
@@ -125,6 +128,12 @@ def _bench_request(args: argparse.Namespace) -> dict[str, Any]:
     for key in ("horizon", "trajectories", "members", "workers", "threads"):
         if request[key] is not None and not (isinstance(request[key], int) and request[key] >= 1):
             raise CliError(f"{key} must be an integer >= 1, got {request[key]!r}")
+    try:
+        request["initial"] = parse_initial(request["initial"]).spec()
+    except (TypeError, ValueError) as err:
+        raise CliError(f"initial: {err}") from None
+    if not (isinstance(request["start"], int) and request["start"] >= 0):
+        raise CliError(f"start must be an integer >= 0, got {request['start']!r}")
     if request["executor"] not in ("local", "ray"):
         raise CliError(f"executor must be 'local' or 'ray', got {request['executor']!r}")
     options = {name: dict(values) for name, values in recipe.get("options", {}).items()}
@@ -190,6 +199,8 @@ def _benchmark_kwargs(request: dict[str, Any], pde: str, out: Path) -> dict[str,
         "trajectories": request["trajectories"],
         "members": request["members"],
         "seed": request["seed"],
+        "initial": request["initial"],
+        "start": request["start"],
         "out": out,
         "preset": request["preset"] if known else "quick",
         "ardm": request["ardm"],

@@ -193,8 +193,8 @@ class Background:
 
 def _errors(contexts: torch.Tensor, truth: torch.Tensor) -> dict[str, torch.Tensor]:
     last, true = contexts[:, :, -1], truth[:, -1]  # (M, N, C, *space), (N, C, *space)
-    frame_dims = tuple(range(1, true.ndim))
-    member = (last - true).square().mean(dim=frame_dims).mean(dim=0).sqrt()
+    frame_dims = tuple(range(1, true.ndim))  # (C, *space) of a (N, C, *space) tensor
+    member = (last - true).square().mean(dim=tuple(d + 1 for d in frame_dims)).mean(0).sqrt()
     mean = (last.mean(0) - true).square().mean(dim=frame_dims).sqrt()
     if last.shape[0] > 1:
         spread = last.var(dim=0).mean(dim=frame_dims).sqrt()

@@ -216,7 +216,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_weights(smoke_run, tiny, smok
         [sys.executable, "-c", KILLED_RUN, str(tmp_path / "data"), str(out)],
         capture_output=True,
         text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())},  # same reductions
     )
     assert proc.returncode == 9, proc.stderr
     assert json.loads((out / "checkpoint.json").read_text())["step"] == 4

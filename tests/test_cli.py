@@ -207,7 +207,8 @@ def test_strategies_lists_names_options_and_defaults(capsys):
     for name in available_strategies():
         assert f"\n{name}: " in f"\n{out}"
     assert "    scale: float = 1.0" in out and "look-ahead:" in out
-    assert "    localisation_radius: float | None = None" in out
+    assert "    localisation_radius: float or None = None   range: > 0, or None" in out
+    assert "controller: " in out and "depends on its options: The preview buffer" in out
     code, out, _ = run(capsys, "strategies", "vc")
     assert code == 0 and "window: int = 4" in out and "dps:" not in out
 

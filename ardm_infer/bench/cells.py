@@ -28,6 +28,7 @@ import torch
 
 from .. import metrics
 from .._version import code_version
+from ..initial import parse_initial
 from ..observe import parse_regime
 from ..systems import NormalisedProcess, get_system
 from .specs import StrategySpec, jsonable
@@ -67,6 +68,7 @@ class CellTask:
     threads: int | None = None
     progress: bool = field(default=False, compare=False)
     device: str = "cpu"
+    initial: str = "exact"
 
     def description(self) -> dict[str, Any]:
         """JSON-able identity of the cell (its file key hashes this)."""
@@ -87,6 +89,7 @@ class CellTask:
             "start": self.start,
             "field_times": list(self.field_times),
             "device": self.device,
+            "initial": self.initial,
         }
 
     def key(self) -> str:
@@ -180,9 +183,11 @@ def load_process(ardm: str, pde: str, device: str = "cpu") -> tuple[Any, Any]:
     return process, _load_data(data_json)
 
 
-def _problem_frames(task: CellTask, process: Any, dataset: Any) -> torch.Tensor:
+def _problem_frames(task: CellTask, process: Any, dataset: Any, lead: int = 0) -> torch.Tensor:
+    """Test frames ``(trajectories, lead + k + horizon, C, *space)`` from ``task.start`` on,
+    normalised (``lead``: the spin-up of a background start)."""
     test = dataset.test
-    k = process.context_length
+    k = process.context_length + lead
     need = task.start + k + task.horizon
     if task.trajectories > test.shape[0]:
         raise ValueError(
@@ -190,7 +195,8 @@ def _problem_frames(task: CellTask, process: Any, dataset: Any) -> torch.Tensor:
         )
     if need > test.shape[1]:
         raise ValueError(
-            f"start {task.start} + context {k} + horizon {task.horizon} = {need} frames; "
+            f"start {task.start} + spin-up {lead} + context {k - lead} + horizon {task.horizon}"
+            f" = {need} frames; "
             f"the test trajectories have {test.shape[1]}"
         )
     frames = test[: task.trajectories, task.start : need]
@@ -284,6 +290,15 @@ def _on_device(problem: Any, device: torch.device) -> Any:
         for f in dataclasses.fields(problem)
         if torch.is_tensor(getattr(problem, f.name))
     }
+    if problem.background is not None:
+        background = problem.background
+        changes["background"] = dataclasses.replace(
+            background,
+            **{
+                f.name: getattr(background, f.name).to(device)
+                for f in dataclasses.fields(background)
+            },
+        )
     return dataclasses.replace(problem, **changes)
 
 
@@ -319,11 +334,29 @@ def run_cell(task: CellTask) -> Any:
         torch.set_num_threads(task.threads)
     device = torch.device(task.device)
     process, dataset = load_process(task.ardm, task.pde, task.device)
-    frames = _problem_frames(task, process, dataset)
+    initial = parse_initial(task.initial)
+    if initial.kind != "exact":
+        initial = dataclasses.replace(initial, members=task.members)
+    frames = _problem_frames(task, process, dataset, lead=initial.lead)
     regime = parse_regime(task.regime, pde=task.pde)
     k = process.context_length
     g_obs = torch.Generator().manual_seed(derived_seed(task.seed, "observe", task.regime))
-    problem = make_problem(frames, k, regime, g_obs, horizon=task.horizon, pde=task.pde)
+    g_start = torch.Generator().manual_seed(derived_seed(task.seed, "initial"))
+    pool = None
+    if initial.kind == "climatology":  # unrelated trajectories: the training split
+        pool = dataset.normalise(dataset.train).to(torch.float32)
+    problem = make_problem(
+        frames,
+        k,
+        regime,
+        g_obs,
+        horizon=task.horizon,
+        pde=task.pde,
+        initial=initial,
+        process=process,
+        pool=pool,
+        initial_generator=g_start,
+    )
     g_run = torch.Generator(device=device).manual_seed(derived_seed(task.seed, "run", task.regime))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -369,6 +402,14 @@ def run_cell(task: CellTask) -> Any:
     ds = _cell_dataset(task, problem, dataset, s, costs, failure)
     ds.attrs["strategy_diagnostics"] = json.dumps(_small_diagnostics(diagnostics))
     ds.attrs["cell_seconds"] = time.perf_counter() - started
+    ds.attrs["initial"] = problem.initial
+    if problem.background is not None:
+        ds.attrs["initial_error"] = json.dumps(
+            {
+                name: [round(float(v), 6) for v in getattr(problem.background, name)]
+                for name in ("member_rmse", "mean_rmse", "spread")
+            }
+        )
     return ds
 
 

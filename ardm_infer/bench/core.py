@@ -82,6 +82,7 @@ import numpy as np
 import torch
 
 from .._version import code_version
+from ..initial import parse_initial
 from ..observe import PRESET_NAMES, parse_regime
 from ..strategies.base import available_strategies, get_strategy
 from ..systems import get_system, lookup_system
@@ -402,6 +403,7 @@ def benchmark(
     strategy_options: dict[str, dict[str, Any]] | None = None,
     device: str | torch.device | None = None,
     overwrite: bool = False,
+    initial: str = "exact",
 ) -> Any:
     """Run strategies × regimes on held-out test trajectories and score them.
 
@@ -432,6 +434,10 @@ def benchmark(
         device: where the strategies run (``"cpu"``, ``"cuda"``, ...; default CPU).  The
             truth and observations are drawn on the CPU, so they are the same everywhere.
         overwrite: let this run replace another run's results in ``out``.
+        initial: the initial condition (docs/protocol.md; :mod:`ardm_infer.initial`):
+            ``"exact"`` (the true context), ``"background(error=0.05, spinup=8)"`` (an
+            uncertain start spun up by the process; ``start`` is then the frame perturbed) or
+            ``"climatology"``.  Its ensemble has the run's ``members``.
 
     Returns:
         The :class:`xarray.Dataset` described in the module docstring.
@@ -449,6 +455,7 @@ def benchmark(
             "resume=True reuses the cells in out, overwrite=True deletes them: pick one"
         )
     device_name = _device_name(device)
+    initial = parse_initial(initial).spec()
     mode = progress_mode(progress)
     sizes = bench_preset(preset, pde)
     horizon = sizes.horizon if horizon is None else horizon
@@ -488,6 +495,7 @@ def benchmark(
             threads,
             progress=mode == "bars" and workers == 1 and executor == "local",
             device=device_name,
+            initial=initial,
         )
         for r in regime_names
         for s in specs
@@ -504,6 +512,7 @@ def benchmark(
         "seed": seed,
         "start": start,
         "device": device_name,
+        "initial": initial,
     }
     folder = ResultFolder(out).open(run_config, resume, overwrite) if out is not None else None
     try:

@@ -177,10 +177,22 @@ def require_mask_observations(problem: ProblemView, who: str, why: str) -> None:
 
 
 def initial_window(problem: Problem | ProblemView, members: int, k: int) -> torch.Tensor:
-    """Context repeated over members, ``(members, trajectories, k, C, *space)``."""
+    """The members' first window, ``(members, trajectories, k, C, *space)``: the first
+    ``members`` contexts of the problem's background (an uncertain start), else the context
+    repeated over members (the exact start)."""
     ctx = problem.context
     if ctx.shape[1] < k:
         raise ValueError(f"the process needs {k} context frames, the problem has {ctx.shape[1]}")
+    background = problem.background
+    if background is not None:
+        contexts = background.contexts if hasattr(background, "contexts") else background
+        if contexts.shape[0] < members:
+            raise ValueError(
+                f"the problem's initial background holds {contexts.shape[0]} members, fewer "
+                f"than members={members}; build it with initial='background(members="
+                f"{members})' (or climatology(members=...))"
+            )
+        return contexts[:members, :, -k:].clone()
     return ctx[:, -k:].unsqueeze(0).expand(members, *ctx[:, -k:].shape).clone()
 
 

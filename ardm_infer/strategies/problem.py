@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..initial import Background, InitialCondition, draw_background, parse_initial
 from ..observe import (
     FrameObservation,
     Full,
@@ -60,6 +61,12 @@ class Problem:
         sigma: observation noise std (same units as the state).
         regime: the regime that produced the observations, if any.
         observation_model: the :class:`~ardm_infer.observe.ObservationModel` strategies read.
+        background: the members' initial contexts and their measured error
+            (:class:`~ardm_infer.initial.Background`, contexts
+            ``(members', trajectories, k, channels, *space)``) when the start is uncertain
+            (``background`` / ``climatology``); ``context`` is then their mean.  None: every
+            member starts from ``context`` (the ``exact`` start).
+        initial: the initial condition's spec (:mod:`ardm_infer.initial`), for the record.
     """
 
     truth: torch.Tensor
@@ -69,6 +76,8 @@ class Problem:
     sigma: float | None = None
     regime: Regime | None = None
     observation_model: ObservationModel | None = None
+    background: Background | None = None
+    initial: str = "exact"
 
     def __post_init__(self) -> None:
         for name in ("truth", "context"):
@@ -114,6 +123,15 @@ class Problem:
                 f"context {tuple(self.context.shape)} does not match "
                 f"truth {tuple(self.truth.shape)}"
             )
+        if self.background is not None:
+            contexts = self.background.contexts
+            if not isinstance(self.background, Background):
+                raise TypeError(f"background must be a Background, got {self.background!r}")
+            if contexts.ndim != self.context.ndim + 1 or contexts.shape[1:] != self.context.shape:
+                raise ValueError(
+                    f"background contexts {tuple(contexts.shape)} must be (members, "
+                    f"*context.shape) = (members, {', '.join(map(str, self.context.shape))})"
+                )
         if model.is_mask:
             if self.observation.shape != self.truth.shape:
                 raise ValueError("observation must have the truth's shape (lifted observations)")
@@ -146,12 +164,18 @@ class Problem:
     def to(self, dtype: torch.dtype) -> Problem:
         """The same problem with truth, context and observations in ``dtype``."""
         if all(x.dtype == dtype for x in (self.truth, self.context, self.observation)):
-            return self
+            if self.background is None or self.background.contexts.dtype == dtype:
+                return self
+        background = self.background
+        if background is not None:
+            background = dataclasses.replace(background, contexts=background.contexts.to(dtype))
         return Problem(
             truth=self.truth.to(dtype),
             context=self.context.to(dtype),
             regime=self.regime,
             observation_model=self.observation_model.to(dtype),
+            background=background,
+            initial=self.initial,
         )
 
     def mask_at(self, t: int) -> torch.Tensor:
@@ -175,11 +199,24 @@ def make_problem(
     horizon: int | None = None,
     pde: str | None = None,
     operator: LinearOperator | None = None,
+    initial: str | InitialCondition = "exact",
+    process: object | None = None,
+    pool: torch.Tensor | None = None,
+    initial_generator: torch.Generator | None = None,
 ) -> Problem:
-    """Build a :class:`Problem` from true frames ``(trajectories, k + horizon, C, *space)``.
+    """Build a :class:`Problem` from true frames ``(trajectories, lead + k + horizon, C,
+    *space)``.
 
-    The first ``context_length`` frames are the context; the regime draws masks and noise
-    for the rest from ``generator``.  With an ``operator`` H (e.g.
+    The first ``context_length`` frames (after ``lead``) are the context; the regime draws
+    masks and noise for the rest from ``generator``.
+
+    The initial condition (:mod:`ardm_infer.initial`; docs/protocol.md) says what the members
+    start from: ``"exact"`` (default; ``lead`` = 0) the true context; ``"background(error=e,
+    spinup=B)"`` the truth ``B`` frames earlier, perturbed and spun up by ``process``
+    (``lead`` = B: the first B frames of ``frames`` precede the context); ``"climatology"``
+    contexts drawn from ``pool`` (frames of unrelated trajectories).  The members' contexts
+    are drawn from ``initial_generator`` (default: ``generator``, after the observations), so
+    the observations of a seed do not depend on the initial condition.  With an ``operator`` H (e.g.
     :func:`~ardm_infer.observe.local_average_operator`) the observations are
     ``y_t = H x_t + sigma xi_t`` ``(trajectories, horizon, n_observations)`` on the frames the
     regime observes, with the regime's sigma; the regime's spatial pattern must then be
@@ -191,6 +228,14 @@ def make_problem(
     k = _integer(context_length, "context_length", 1)
     if not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    start = parse_initial(initial)
+    lead = start.lead
+    if frames.shape[1] <= lead:
+        raise ValueError(
+            f"frames has {frames.shape[1]} frames along axis 1; the initial condition "
+            f"{start.spec()} consumes the first {lead} (its spin-up) before the context"
+        )
+    before, frames = frames[:, : lead + k], frames[:, lead:]
     regime = parse_regime(regime, pde=pde)
     h = frames.shape[1] - k if horizon is None else _integer(horizon, "horizon", 1)
     if h < 1 or frames.shape[1] < k + h:
@@ -204,7 +249,20 @@ def make_problem(
         model = ObservationModel(observation, float(regime.sigma), mask=mask)
     else:
         model = _linear_observations(truth, regime, operator, generator)
-    return Problem(truth=truth, context=frames[:, :k], regime=regime, observation_model=model)
+    context = frames[:, :k]
+    background = draw_background(
+        start, before, k, initial_generator or generator, process=process, pool=pool
+    )
+    if background is not None:
+        context = background.contexts.mean(dim=0)
+    return Problem(
+        truth=truth,
+        context=context,
+        regime=regime,
+        observation_model=model,
+        background=background,
+        initial=start.spec(),
+    )
 
 
 def _frames(x: object, name: str) -> torch.Tensor:
@@ -289,12 +347,14 @@ class ProblemView:
 
     Attributes:
         context: ``(trajectories, k, channels, *space)``.
+        background: the members' initial contexts ``(members', trajectories, k, channels,
+            *space)`` of an uncertain start, or None (every member starts from ``context``).
         sigma: observation noise std.
         now: the frame being produced (-1 in ``init``).
         lookahead: frames of future observations the strategy declared.
     """
 
-    __slots__ = ("_model", "_strategy", "context", "lookahead", "now")
+    __slots__ = ("_model", "_strategy", "background", "context", "lookahead", "now")
 
     def __init__(
         self,
@@ -303,8 +363,10 @@ class ProblemView:
         now: int,
         lookahead: int,
         strategy: str,
+        background: torch.Tensor | None = None,
     ) -> None:
         self.context = context
+        self.background = background
         self._model = observation_model
         self.now = now
         self.lookahead = lookahead
@@ -313,7 +375,8 @@ class ProblemView:
     @classmethod
     def of(cls, problem: Problem, now: int, lookahead: int, strategy: str) -> ProblemView:
         """The view of ``problem`` at frame ``now`` for a strategy with ``lookahead``."""
-        return cls(problem.context, problem.observation_model, now, lookahead, strategy)
+        background = None if problem.background is None else problem.background.contexts
+        return cls(problem.context, problem.observation_model, now, lookahead, strategy, background)
 
     # ------------------------------------------------------------------ what it is
 
