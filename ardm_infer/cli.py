@@ -419,9 +419,9 @@ def _bench_parser(sub: Any) -> None:
     p.add_argument(
         "--preset",
         default=None,
-        help="sizes: 'quick', 'paper' (the evaluation protocol), or 'first-look' (KS, sparse "
-        "observations with noise 0.02, forecast vs enkf over 140 frames; about a minute) "
-        "(default: quick)",
+        help="sizes: 'quick', 'paper' (the evaluation protocol), or 'first-look' (KS, an "
+        "uncertain start, sparse observations with noise 0.05, forecast vs enkf over 64 "
+        "frames; about a minute) (default: quick)",
     )
     p.add_argument("--pde", choices=list(PDES), default=None, help="default: ks; 'paper' runs both")
     p.add_argument(

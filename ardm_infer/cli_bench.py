@@ -36,12 +36,13 @@ RECIPES: dict[str, dict[str, Any]] = {
     "first-look": {
         "pde": "ks",
         "strategies": ["forecast", "enkf"],
-        "regimes": ["sparse, sigma=0.02"],
-        "horizon": 140,
-        "trajectories": 3,
-        "members": 4,
+        "regimes": ["sparse, sigma=0.05"],
+        "initial": "background(error=0.05, spinup=8)",
+        "horizon": 64,
+        "trajectories": 4,
+        "members": 8,
         "threads": 1,
-        "options": {"enkf": {"inflation": 1.1, "localisation_radius": 8.0}},
+        "options": {"enkf": {"rtps": 0.5}},
     },
 }
 """Named runs of ``ardm-infer bench --preset`` that are not sizes of ``bench_preset``: the

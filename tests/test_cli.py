@@ -336,9 +336,12 @@ def test_first_look_preset_resolves_to_its_run():
 
     request = _bench_request(cli.build_parser().parse_args(["bench", "--preset", "first-look"]))
     assert request["pdes"] == ["ks"] and request["strategies"] == ["forecast", "enkf"]
-    assert request["regimes"] == ["sparse, sigma=0.02"] and request["horizon"] == 140
-    assert request["strategy_options"] == {"enkf": {"inflation": 1.1, "localisation_radius": 8.0}}
+    assert request["regimes"] == ["sparse, sigma=0.05"] and request["horizon"] == 64
+    assert request["initial"] == "background(error=0.05, spinup=8, wavenumbers=16, members=64)"
+    assert request["strategy_options"] == {"enkf": {"rtps": 0.5}}
     assert str(request["out"]) == "results/bench-first-look"
-    override = ["bench", "--preset", "first-look", "--members", "8", "--set", "enkf.inflation=1"]
+    override = ["bench", "--preset", "first-look", "--members", "6", "--set", "enkf.inflation=1"]
+    override += ["--initial", "exact"]
     request = _bench_request(cli.build_parser().parse_args(override))
-    assert request["members"] == 8 and request["strategy_options"]["enkf"]["inflation"] == 1.0
+    assert request["members"] == 6 and request["strategy_options"]["enkf"]["inflation"] == 1.0
+    assert request["initial"] == "exact"
