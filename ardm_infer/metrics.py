@@ -1,5 +1,8 @@
 """Scoring: the one canonical definition of every evaluation metric (docs/design.md §7).
 
+One file on purpose (about 760 lines): it is the one home of every score the protocol
+reports (docs/design.md §4), so that every strategy is scored by the same definitions.
+
 Every function is pure torch, batched (no Python loop over members or grid points),
 device-agnostic (outputs live on the device of the inputs) and keeps the input dtype.
 Nothing mutates its inputs.
