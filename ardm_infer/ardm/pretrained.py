@@ -25,6 +25,11 @@ SHIPPED = ("ks", "kolmogorov")
 
 def checkpoint_path(name: str) -> Path:
     """Path of the shipped checkpoint ``name`` (``"ks"`` or ``"kolmogorov"``), or of a file."""
+    if not isinstance(name, str | Path):
+        raise TypeError(
+            f"ARDM name must be {' or '.join(map(repr, SHIPPED))} or the path of a "
+            f".safetensors artifact, got {name!r} ({type(name).__name__})"
+        )
     if name in SHIPPED:
         return CHECKPOINT_DIR / f"ardm-{name}.safetensors"
     path = Path(name)
@@ -57,7 +62,8 @@ def load_ardm(
     if not path.exists():
         raise FileNotFoundError(
             f"no ARDM checkpoint at {path}; train one with `ardm-infer train-ardm --pde "
-            f"{name if name in SHIPPED else 'ks'} --ship`"
+            f"{name if name in SHIPPED else 'ks'} --ship ardm_infer/checkpoints` from a git "
+            "checkout"
         )
     denoiser, card = load_artifact(path, device=device or "cpu")
     cfg = denoiser.config

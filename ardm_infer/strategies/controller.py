@@ -72,7 +72,8 @@ def resolve_controller(
             if not path.is_file():
                 raise FileNotFoundError(
                     f"no shipped controller at {path}; train one with `ardm-infer "
-                    f"train-controller --pde {controller} --ship`"
+                    f"train-controller --pde {controller} --ship ardm_infer/checkpoints` from a "
+                    "git checkout"
                 )
         else:
             path = Path(controller).resolve()
