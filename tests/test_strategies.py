@@ -540,3 +540,34 @@ def test_dps_on_the_ks_ardm_at_small_sigma_stays_finite():
             ardm, problem, "dps", members=2, generator=torch.Generator().manual_seed(1),
             config=unbounded,
         )  # fmt: skip
+
+
+def test_dps_last_substeps_guides_only_the_last_substeps():
+    """``last_substeps=n`` leaves sub-steps s > n unguided (their KL is zero) and spends one
+    VJP per guided sub-step and batch element."""
+    from ardm_infer.ardm import Schedule, analytic_ardm
+    from ardm_infer.dynamics import LinearGaussianTwin
+
+    twin = LinearGaussianTwin.default(dim=6)
+    ardm = analytic_ardm(twin, Schedule(substeps=6, sigma_max=20.0, sigma_min=0.01))
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(2, 6, generator=g, dtype=torch.float64)
+    frames = torch.cat([x0[:, None], twin.trajectory(x0, 3, g)], 1).unsqueeze(2)
+    problem = make_problem(frames, 1, "stride=2, every=1, sigma=0.3", g)
+    runs = {
+        n: assimilate(
+            ardm,
+            problem,
+            "dps",
+            members=3,
+            generator=torch.Generator().manual_seed(1),
+            last_substeps=n,
+        )
+        for n in (None, 2, 6)
+    }
+    assert runs[None].cost.vjps == 3 * 2 * 6 * 3  # members * trajectories * substeps * frames
+    assert runs[2].cost.vjps == 3 * 2 * 2 * 3
+    assert torch.equal(runs[6].ensemble, runs[None].ensemble)  # all 6 sub-steps: the default
+    assert not torch.equal(runs[2].ensemble, runs[None].ensemble)
+    with pytest.raises(ValueError, match="last_substeps"):
+        get_strategy("dps").Config(last_substeps=0)

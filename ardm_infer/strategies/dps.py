@@ -83,6 +83,7 @@ class DPSGuidance:
         variant: str = "score",
         normalise: bool = True,
         max_step: float | None = 1.0,
+        last_substeps: int | None = None,
     ) -> None:
         if not isinstance(observation, FrameObservation):
             observation = FrameObservation(observation, sigma, mask=mask)
@@ -91,10 +92,13 @@ class DPSGuidance:
         self.variant = variant
         self.normalise = normalise
         self.max_step = max_step
+        self.last_substeps = last_substeps
         self.vjps = 0
         self.bounded = 0
 
-    def control(self, state: SubStepState) -> torch.Tensor:
+    def control(self, state: SubStepState) -> torch.Tensor | None:
+        if self.last_substeps is not None and state.substep > self.last_substeps:
+            return None  # guidance acts on the last sub-steps only
         batch = state.z.shape[0]
         frame_dims = tuple(range(1, state.z.ndim))
         if self.variant == "score":
@@ -154,6 +158,14 @@ class DPS:
             low_open=True,
             optional=True,
         )
+        last_substeps: int | None = option(
+            None,
+            "Guide only the last n sub-steps of every frame (s <= n, where x0_hat is close to "
+            "the frame and a step on it moves the frame); None: every sub-step.",
+            kind=int,
+            low=1,
+            optional=True,
+        )
 
         def __post_init__(self) -> None:
             validate_config(self)
@@ -195,6 +207,7 @@ class DPS:
                 variant=config.variant,
                 normalise=config.normalise,
                 max_step=config.max_step,
+                last_substeps=config.last_substeps,
             )
         with torch.no_grad():
             prop = propagate(process, state.window, generator, guidance=guidance, frame=t)
