@@ -525,6 +525,10 @@ def _other_parsers(sub: Any) -> None:
     p.add_argument("names", nargs="*", help="strategies to show (default: all)")
     p.set_defaults(func=_cmd_strategies)
 
+    from .cli_tune import add_tune_parser
+
+    add_tune_parser(sub, _POSITIVE)
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``ardm-infer`` argument parser with all subcommands."""

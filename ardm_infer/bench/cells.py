@@ -69,6 +69,8 @@ class CellTask:
     progress: bool = field(default=False, compare=False)
     device: str = "cpu"
     initial: str = "exact"
+    split: str = "test"
+    first_trajectory: int = 0
 
     def description(self) -> dict[str, Any]:
         """JSON-able identity of the cell (its file key hashes this)."""
@@ -90,6 +92,8 @@ class CellTask:
             "field_times": list(self.field_times),
             "device": self.device,
             "initial": self.initial,
+            "split": self.split,
+            "first_trajectory": self.first_trajectory,
         }
 
     def key(self) -> str:
@@ -185,13 +189,19 @@ def load_process(ardm: str, pde: str, device: str = "cpu") -> tuple[Any, Any]:
 
 def _problem_frames(task: CellTask, process: Any, dataset: Any, lead: int = 0) -> torch.Tensor:
     """Test frames ``(trajectories, lead + k + horizon, C, *space)`` from ``task.start`` on,
-    normalised (``lead``: the spin-up of a background start)."""
-    test = dataset.test
+    normalised (``lead``: the spin-up of a background start).  ``task.split`` is ``"test"``
+    (the benchmark) or ``"val"`` (tuning, :mod:`ardm_infer.tuning`); the trajectories are
+    ``first_trajectory .. first_trajectory + trajectories - 1`` of that split."""
+    if task.split not in ("test", "val"):
+        raise ValueError(f"split must be 'test' or 'val', got {task.split!r}")
+    test = dataset.test if task.split == "test" else dataset.val
+    first = task.first_trajectory
     k = process.context_length + lead
     need = task.start + k + task.horizon
-    if task.trajectories > test.shape[0]:
+    if first + task.trajectories > test.shape[0]:
         raise ValueError(
-            f"{task.trajectories} trajectories requested; the test split has {test.shape[0]}"
+            f"trajectories {first}..{first + task.trajectories - 1} requested; the {task.split} "
+            f"split has {test.shape[0]}"
         )
     if need > test.shape[1]:
         raise ValueError(
@@ -199,7 +209,7 @@ def _problem_frames(task: CellTask, process: Any, dataset: Any, lead: int = 0) -
             f" = {need} frames; "
             f"the test trajectories have {test.shape[1]}"
         )
-    frames = test[: task.trajectories, task.start : need]
+    frames = test[first : first + task.trajectories, task.start : need]
     return dataset.normalise(frames).to(torch.float32)
 
 

@@ -32,6 +32,7 @@ from ..controller.artifact import load_controller
 from ..controller.network import Controller, ControllerGuidance
 from ..controller.preview import preview_window
 from ..process import Process
+from ..soc.rollouts import ScaledGuidance
 from .base import (
     ProblemView,
     StrategyState,
@@ -135,6 +136,12 @@ class ControllerStrategy:
             kind=(Controller, str, Path),
             optional=True,
         )
+        scale: float = option(
+            1.0,
+            "A constant on the controller's control, u_s -> scale * u_s (KL scales by "
+            "scale^2); 1 is the trained controller, 0 the forecast.",
+            low=0.0,
+        )
 
         def __post_init__(self) -> None:
             validate_config(self)
@@ -178,8 +185,9 @@ class ControllerStrategy:
     ) -> StrategyState:
         network = state.carry.network
         guidance = _preview_guidance(network, problem, t)
+        steer = guidance if config.scale == 1.0 else ScaledGuidance(guidance, config.scale)
         with torch.inference_mode():
-            prop = propagate(process, state.window, generator, guidance=guidance, frame=t)
+            prop = propagate(process, state.window, generator, guidance=steer, frame=t)
             state = state.push(prop.frame)
         calls = state.diagnostics["controller_calls"] + guidance.calls
         return state.record(kl=prop.kl).with_diagnostics(controller_calls=calls)
