@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from ..artifacts import atomic_write_text
 from . import cells
 
 __all__ = [
@@ -67,19 +68,6 @@ def write_atomic(ds: Any, path: Path) -> None:
     try:
         ds.to_netcdf(tmp, engine="h5netcdf")
         with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-
-
-def _write_text_atomic(text: str, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
@@ -286,7 +274,7 @@ class ResultFolder:
             _note(f"overwrite: removed {removed} cell files of another run in {self.path}")
         if (other or old is None) and results.exists():
             results.unlink()
-        _write_text_atomic(json.dumps(config, indent=2) + "\n", config_path)
+        atomic_write_text(json.dumps(config, indent=2) + "\n", config_path)
 
     def _remove_cells(self) -> int:
         count = 0
