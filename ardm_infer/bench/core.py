@@ -131,6 +131,21 @@ class BenchPreset:
     field_times: int | None = None
 
 
+BENCH_PACKAGES = ("xarray", "pandas", "matplotlib", "h5netcdf", "scipy", "arviz")
+"""What the benchmark, its reports and figures need beyond the core (the ``bench`` extra)."""
+
+
+def require_bench_extra() -> None:
+    """``ImportError`` naming the missing packages and the extra that installs them."""
+    import importlib.util
+
+    missing = [name for name in BENCH_PACKAGES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ImportError(
+            f"the benchmark needs {', '.join(missing)}: pip install 'ardm_infer[bench]'"
+        )
+
+
 def bench_preset(name: str, pde: str) -> BenchPreset:
     """The ``quick`` (default) or ``paper`` sizes for a system (``"ks"``, ``"kolmogorov"``,
     ``"lorenz96"``); the horizons and stored field frames come from the system
@@ -442,6 +457,7 @@ def benchmark(
     Returns:
         The :class:`xarray.Dataset` described in the module docstring.
     """
+    require_bench_extra()
     pde = get_system(pde).name
     if executor not in ("local", "ray"):
         raise ValueError(f"executor must be 'local' or 'ray', got {executor!r}")
