@@ -183,6 +183,7 @@ def run_study(
     seed: int = 0,
     progress: bool = True,
     space: Callable[[Any, int], dict[str, Any]] | None = None,
+    label: str | None = None,
 ) -> StudyResult:
     """Run (or resume) one Optuna study and return its best configuration.
 
@@ -203,6 +204,7 @@ def run_study(
         progress: a bar over trials with the best score so far.
         space: a search space ``(trial, points) -> overrides`` other than the strategy's
             (:data:`SEARCH_SPACES`).
+        label: the progress bar's name (default: ``study_name``).
     """
     import optuna
 
@@ -242,7 +244,7 @@ def run_study(
     todo = max(wanted - done, 0)
     t0 = time.perf_counter()
     if todo:
-        callbacks = [_ProgressBar(study_name, todo)] if progress else []
+        callbacks = [_ProgressBar(label or study_name, todo)] if progress else []
         study.optimize(objective, n_trials=todo, timeout=seconds, callbacks=callbacks)
         for cb in callbacks:
             cb.close()
@@ -453,6 +455,7 @@ def tune(
                 limit,
                 seed=seed,
                 progress=progress,
+                label=f"{regime} / {name}",
             )
             payload["entries"].setdefault(regime, {})[name] = {
                 "config": result.overrides,
