@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 __all__ = [
     "SEARCH_SPACES",
@@ -62,17 +62,20 @@ TIE_TOLERANCE = 0.005
 """Relative CRPS band within which the lower RMSE decides."""
 
 
-class Trialish:
+class Trialish(Protocol):
     """What a search space uses of an Optuna trial (so spaces are testable without Optuna)."""
 
     def suggest_float(self, name: str, low: float, high: float, *, log: bool = False) -> float:
-        raise NotImplementedError
+        """A float in [low, high] (log-uniform if ``log``)."""
+        ...
 
     def suggest_int(self, name: str, low: int, high: int, *, log: bool = False) -> int:
-        raise NotImplementedError
+        """An int in [low, high]."""
+        ...
 
     def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
-        raise NotImplementedError
+        """One of ``choices``."""
+        ...
 
 
 def _enkf(trial: Any, frame_points: int) -> dict[str, Any]:
@@ -264,7 +267,7 @@ def run_study(
 
 
 def _has_space(space: Callable[[Any, int], dict[str, Any]]) -> bool:
-    class _Probe(Trialish):
+    class _Probe:
         used = False
 
         def suggest_float(self, name, low, high, *, log=False):

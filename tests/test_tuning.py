@@ -17,7 +17,6 @@ from ardm_infer.strategies import get_strategy
 from ardm_infer.tuning import (
     SEARCH_SPACES,
     TUNED_KIND,
-    Trialish,
     best_trial,
     check_space,
     load_tuned,
@@ -26,7 +25,7 @@ from ardm_infer.tuning import (
 )
 
 
-class _First(Trialish):
+class _First:
     def __init__(self, pick: int) -> None:
         self.pick = pick
 

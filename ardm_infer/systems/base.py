@@ -17,6 +17,7 @@ regimes (whose noise is in normalised units, §6) and units it uses for an ARDM.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -46,7 +47,7 @@ class DataSizes:
     burn_in: float
 
 
-class System:
+class System(abc.ABC):
     """One dynamical system: a subclass sets the class attributes and the diagnostics.
 
     Attributes:
@@ -108,13 +109,15 @@ class System:
             )
         return self.solver_config_type(**values)
 
+    @abc.abstractmethod
     def make_solver(self, solver_config: Any) -> Any:
         """The numerical solver for ``solver_config`` (also a process on stored frames)."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def space_shape(self, solver_config: Any) -> tuple[int, ...]:
         """Spatial shape of a stored frame, one entry per :attr:`space_dims`."""
-        raise NotImplementedError
+        ...
 
     def frame_shape(self, solver_config: Any, channels: int | None = None) -> tuple[int, ...]:
         """``(channels, *space)`` of a stored frame (``channels`` default :attr:`channels`)."""
@@ -127,10 +130,11 @@ class System:
 
     # ------------------------------------------------------------------ diagnostics
 
+    @abc.abstractmethod
     def physics(self, fields: torch.Tensor, solver_config: Any) -> torch.Tensor:
         """The physics diagnostic of physical-unit fields ``(..., channels, *space)`` ->
         ``(...)``; ``solver_config`` supplies parameters such as a viscosity."""
-        raise NotImplementedError
+        ...
 
     def spectrum(self, fields: torch.Tensor) -> torch.Tensor:
         """Per-field energy spectrum ``(..., channels, *space)`` -> ``(..., K)`` of channel 0
