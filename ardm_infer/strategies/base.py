@@ -185,7 +185,7 @@ def initial_window(problem: Problem | ProblemView, members: int, k: int) -> torc
         raise ValueError(f"the process needs {k} context frames, the problem has {ctx.shape[1]}")
     background = problem.background
     if background is not None:
-        contexts = background.contexts if hasattr(background, "contexts") else background
+        contexts = background.contexts
         if contexts.shape[0] < members:
             raise ValueError(
                 f"the problem's initial background holds {contexts.shape[0]} members, fewer "

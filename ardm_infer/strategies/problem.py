@@ -347,8 +347,9 @@ class ProblemView:
 
     Attributes:
         context: ``(trajectories, k, channels, *space)``.
-        background: the members' initial contexts ``(members', trajectories, k, channels,
-            *space)`` of an uncertain start, or None (every member starts from ``context``).
+        background: the members' initial contexts of an uncertain start
+            (:class:`~ardm_infer.initial.Background`, contexts ``(members', trajectories, k,
+            channels, *space)``), or None (every member starts from ``context``).
         sigma: observation noise std.
         now: the frame being produced (-1 in ``init``).
         lookahead: frames of future observations the strategy declared.
@@ -363,7 +364,7 @@ class ProblemView:
         now: int,
         lookahead: int,
         strategy: str,
-        background: torch.Tensor | None = None,
+        background: Background | None = None,
     ) -> None:
         self.context = context
         self.background = background
@@ -375,8 +376,9 @@ class ProblemView:
     @classmethod
     def of(cls, problem: Problem, now: int, lookahead: int, strategy: str) -> ProblemView:
         """The view of ``problem`` at frame ``now`` for a strategy with ``lookahead``."""
-        background = None if problem.background is None else problem.background.contexts
-        return cls(problem.context, problem.observation_model, now, lookahead, strategy, background)
+        return cls(
+            problem.context, problem.observation_model, now, lookahead, strategy, problem.background
+        )
 
     # ------------------------------------------------------------------ what it is
 
