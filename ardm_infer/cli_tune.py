@@ -51,7 +51,11 @@ def add_tune_parser(sub: Any, positive: Any) -> None:
         "--validation-trajectories", type=positive, default=4, help="validation trajectories"
     )
     p.add_argument("--chunks", type=positive, default=2, help="pruning checkpoints per trial")
-    p.add_argument("--initial", default="exact", help="the initial condition (docs/protocol.md)")
+    p.add_argument(
+        "--initial",
+        default=None,
+        help="the initial condition (docs/protocol.md; default: the protocol's background)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the problems and the sampler")
     p.add_argument("--storage", default=None, help="SQLite file (default: runs/tune-<pde>.db)")
     p.add_argument("--out", default=None, help="tuned JSON (default: runs/tuned-<pde>.json)")
@@ -59,7 +63,7 @@ def add_tune_parser(sub: Any, positive: Any) -> None:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from .initial import parse_initial
+    from .initial import PROTOCOL_INITIAL, parse_initial
     from .strategies import get_strategy
     from .tuning import tune
 
@@ -73,7 +77,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if not regimes:
         raise CliError("--regimes is empty; name at least one regime")
     try:
-        initial = parse_initial(args.initial).spec()
+        initial = parse_initial(args.initial or PROTOCOL_INITIAL).spec()
     except (TypeError, ValueError) as err:
         raise CliError(f"--initial: {err}") from None
     storage = Path(args.storage or f"runs/tune-{args.pde}.db")

@@ -39,6 +39,7 @@ from .process import Process, rollout
 
 __all__ = [
     "INITIAL_KINDS",
+    "PROTOCOL_INITIAL",
     "Background",
     "InitialCondition",
     "draw_background",
@@ -48,6 +49,11 @@ __all__ = [
 
 INITIAL_KINDS = ("exact", "background", "climatology")
 """The named initial conditions of the protocol."""
+
+PROTOCOL_INITIAL = "background(error=0.05, spinup=8)"
+"""The protocol's default start (docs/protocol.md): a background whose mean and members are
+off by 0.05 rms (normalised units) eight frames before the start, spun up by the process.
+The benchmark presets and the tuner use it; ``exact`` is the paper's convention."""
 
 
 @dataclass(frozen=True)

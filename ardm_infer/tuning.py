@@ -19,8 +19,9 @@ strategy    settings searched
 forecast    none (evaluated once, for the record)
 enkf        variant, multiplicative inflation, RTPS, localisation radius, initial spread
 dps         variant, scale (1e-3..1e3, log), the last sub-steps where guidance acts
-smc         ESS threshold, jitter, proposal (bootstrap or DPS-guided)
-vc          iterations, window, beta (log)
+smc         ESS threshold, process noise, proposal inflation, initial spread,
+            regularisation (DAPPER-style kernel jitter)
+vc          iterations (1..10), window (2, 4), beta (log)
 controller  none, or its one scale (log)
 ==========  ===========================================================================
 
@@ -47,6 +48,9 @@ __all__ = [
     "Trialish",
     "best_trial",
     "load_tuned",
+    "resolve_tuned",
+    "shipped_tuned_path",
+    "tuned_entry",
     "run_study",
     "tune",
     "validation_evaluator",
@@ -102,16 +106,23 @@ def _dps(trial: Any, frame_points: int) -> dict[str, Any]:
 
 
 def _smc(trial: Any, frame_points: int) -> dict[str, Any]:
-    return {
+    out = {
         "ess_threshold": trial.suggest_float("ess_threshold", 0.1, 1.0),
         "process_noise": trial.suggest_float("process_noise", 1e-4, 0.3, log=True),
+        "proposal_inflation": trial.suggest_float("proposal_inflation", 1.0, 4.0, log=True),
+        "initial_spread": trial.suggest_float("initial_spread", 1e-4, 0.1, log=True),
     }
+    if trial.suggest_categorical("regularise", [False, True]):
+        out["regularisation"] = trial.suggest_float("regularisation", 0.05, 3.0, log=True)
+    return out
 
 
 def _vc(trial: Any, frame_points: int) -> dict[str, Any]:
+    # iterations x window bound the cost: vc's frame costs about (iterations + 1) forecast
+    # frames, so the space stops at 10 iterations (a tuning trial must stay affordable).
     return {
-        "iterations": trial.suggest_categorical("iterations", [5, 10, 20, 40]),
-        "window": trial.suggest_categorical("window", [2, 4, 8]),
+        "iterations": trial.suggest_categorical("iterations", [1, 2, 5, 10]),
+        "window": trial.suggest_categorical("window", [2, 4]),
         "beta": trial.suggest_float("beta", 1e-4, 1.0, log=True),
     }
 
@@ -142,6 +153,9 @@ class StudyResult:
         crps, rmse: its validation time-mean CRPS and RMSE.
         trials: trials run in total (all sessions), complete: of which finished unpruned.
         seconds: wall time spent in this call.
+        params: the chosen trial's raw search-space values (to warm-start another study).
+        trial_seconds: wall time of all finished trials of the study, in every session
+            (from Optuna's trial timestamps: a killed run's finished trials count).
     """
 
     overrides: dict[str, Any]
@@ -150,6 +164,8 @@ class StudyResult:
     trials: int
     complete: int
     seconds: float
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    trial_seconds: float = 0.0
 
 
 def best_trial(values: Sequence[tuple[float, float, dict[str, Any]]]) -> int:
@@ -187,6 +203,7 @@ def run_study(
     progress: bool = True,
     space: Callable[[Any, int], dict[str, Any]] | None = None,
     label: str | None = None,
+    warm_start: Sequence[dict[str, Any]] = (),
 ) -> StudyResult:
     """Run (or resume) one Optuna study and return its best configuration.
 
@@ -208,6 +225,8 @@ def run_study(
         space: a search space ``(trial, points) -> overrides`` other than the strategy's
             (:data:`SEARCH_SPACES`).
         label: the progress bar's name (default: ``study_name``).
+        warm_start: raw parameter sets (``StudyResult.params`` of another study, e.g. the
+            same strategy on another regime) tried first when the study is new.
     """
     import optuna
 
@@ -242,6 +261,9 @@ def run_study(
         trial.set_user_attr("overrides", overrides)
         return crps_sum / chunks
 
+    if not study.trials:
+        for params in warm_start:
+            study.enqueue_trial(dict(params), skip_if_exists=True)
     done = len([t for t in study.trials if t.state.is_finished()])
     wanted = 1 if not _has_space(space) else trials
     todo = max(wanted - done, 0)
@@ -255,7 +277,8 @@ def run_study(
     scored = [
         (t.value, t.user_attrs.get("rmse", math.inf), t.user_attrs["overrides"]) for t in complete
     ]
-    best = scored[best_trial(scored)]
+    index = best_trial(scored)
+    best = scored[index]
     return StudyResult(
         overrides=best[2],
         crps=float(best[0]),
@@ -263,6 +286,12 @@ def run_study(
         trials=len([t for t in study.trials if t.state.is_finished()]),
         complete=len(complete),
         seconds=time.perf_counter() - t0,
+        params=dict(complete[index].params),
+        trial_seconds=sum(
+            (t.datetime_complete - t.datetime_start).total_seconds()
+            for t in study.trials
+            if t.state.is_finished() and t.datetime_start and t.datetime_complete
+        ),
     )
 
 
@@ -378,7 +407,7 @@ def tune(
     members: int = 8,
     validation_trajectories: int = 4,
     chunks: int = 2,
-    initial: str = "exact",
+    initial: str | None = None,
     ardm: str | None = None,
     seed: int = 0,
     progress: bool = True,
@@ -395,13 +424,18 @@ def tune(
     Returns:
         The payload written: ``{"protocol": {...}, "entries": {regime: {strategy: {...}}}}``.
     """
+    from ._version import code_version
     from .artifacts import save_json_artifact
     from .bench.cells import load_process
+    from .observe import parse_regime
     from .strategies import get_strategy
     from .systems import get_system
 
+    from .initial import PROTOCOL_INITIAL, parse_initial
+
     system = get_system(pde)
     ardm = ardm or system.shipped_ardm
+    initial = parse_initial(PROTOCOL_INITIAL if initial is None else initial).spec()
     if validation_trajectories % chunks:
         raise ValueError(
             f"validation_trajectories={validation_trajectories} must be a multiple of "
@@ -430,8 +464,10 @@ def tune(
                 f"({previous['protocol']}); write to another file"
             )
         payload = previous
-    for regime in regimes:
-        for name in strategies:
+    for name in strategies:  # cheap strategies first, when listed first
+        warm: list[dict[str, Any]] = []
+        for regime in regimes:
+            spec = parse_regime(regime, pde=system.name).spec()
             budget = trials.get(name, 30) if isinstance(trials, dict) else trials
             limit = seconds.get(name) if isinstance(seconds, dict) else seconds
             evaluate = validation_evaluator(
@@ -445,7 +481,7 @@ def tune(
                 initial=initial,
                 seed=seed,
             )
-            study = f"{system.name}|{regime}|{name}|{json.dumps(protocol, sort_keys=True)}"
+            study = f"{system.name}|{spec}|{name}|{json.dumps(protocol, sort_keys=True)}"
             result = run_study(
                 study,
                 storage,
@@ -459,9 +495,13 @@ def tune(
                 seed=seed,
                 progress=progress,
                 label=f"{regime} / {name}",
+                warm_start=warm,
             )
+            warm = [result.params] if result.params else []
             payload["entries"].setdefault(regime, {})[name] = {
+                "regime_spec": spec,
                 "config": result.overrides,
+                "params": result.params,
                 "validation_crps": result.crps,
                 "validation_rmse": result.rmse,
                 "trials": result.trials,
@@ -471,6 +511,8 @@ def tune(
                 "search_space": inspect.getsource(SEARCH_SPACES[name])
                 if name != "forecast"
                 else "none",
+                "code_version": code_version(),
+                "seconds": round(result.trial_seconds, 1),
             }
             save_json_artifact(payload, out, kind=TUNED_KIND, model_sha256=model_sha)
     return payload
@@ -482,3 +524,72 @@ def load_tuned(path: str | Path, model_sha256: str) -> dict[str, Any]:
     from .artifacts import load_json_artifact
 
     return load_json_artifact(path, kind=TUNED_KIND, model_sha256=model_sha256)
+
+
+# ----------------------------------------------------------------------------- shipped configs
+
+TUNED_DIR = Path(__file__).parent / "tuned"
+"""Where the package ships its tuned configurations: ``<system>.json`` per system."""
+
+
+def shipped_tuned_path(pde: str) -> Path | None:
+    """The shipped tuned-configurations file of a system, or None if it has none."""
+    from .systems import get_system
+
+    path = TUNED_DIR / f"{get_system(pde).name}.json"
+    return path if path.is_file() else None
+
+
+def tuned_entry(
+    payload: dict[str, Any], regime: str, strategy: str, pde: str
+) -> dict[str, Any] | None:
+    """The entry of ``payload`` for ``strategy`` on ``regime`` (matched as regimes, not as
+    strings: ``"sparse"`` finds an entry tuned as ``"stride=16, every=1, sigma=0.05"`` when
+    the preset has that noise), or None."""
+    from .observe import parse_regime
+
+    wanted = parse_regime(regime, pde=pde)
+    for key, entries in payload.get("entries", {}).items():
+        if strategy in entries and parse_regime(key, pde=pde) == wanted:
+            return entries[strategy]
+    return None
+
+
+def resolve_tuned(
+    tuned: bool | str | Path | None, pde: str, model_sha256: str | None
+) -> tuple[dict[str, Any] | None, str]:
+    """The tuned configurations a benchmark run uses, and a sentence saying which.
+
+    Args:
+        tuned: True (the shipped file of ``pde``, if it was tuned on this ARDM), False /
+            None (library defaults), or a path to a file written by :func:`tune` (refused
+            with ``ValueError`` if it was tuned on another ARDM).
+        model_sha256: the card sha256 of the run's ARDM (None: the numerical solver).
+
+    Returns:
+        ``(payload or None, why)``.
+    """
+    if tuned is None or tuned is False:
+        return None, "library defaults (untuned)"
+    if tuned is True:
+        path = shipped_tuned_path(pde)
+        if path is None:
+            return None, f"library defaults (no tuned configurations ship for {pde})"
+        if model_sha256 is None:
+            return None, "library defaults (the shipped configurations are for the shipped ARDM)"
+        try:
+            bound_to = json.loads(path.read_text()).get("model_sha256")
+        except (OSError, ValueError, AttributeError):
+            bound_to = None  # load_tuned below says what is wrong with the file
+        if bound_to is not None and bound_to != model_sha256:
+            return None, (
+                "library defaults (the shipped configurations were tuned on the shipped ARDM, "
+                "not this one; tune this ARDM with `ardm-infer tune` and pass tuned=<file>)"
+            )
+        return load_tuned(path, model_sha256), f"tuned ({path.name}, shipped)"
+    path = Path(tuned)
+    if model_sha256 is None:
+        raise ValueError(
+            f"tuned configurations {path} are bound to an ARDM; the numerical solver has none"
+        )
+    return load_tuned(path, model_sha256), f"tuned ({path})"

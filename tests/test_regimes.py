@@ -64,7 +64,7 @@ regimes = st.builds(
 def test_presets_match_the_design_table(name, pde):
     regime = preset(name, pde)
     assert regime.name == name
-    assert regime.sigma == 0.1 and regime.offset == 0
+    assert regime.sigma == 0.05 and regime.offset == 0
     assert regime.every == (8 if name.endswith("-gappy") else 1)
     if name.startswith("random"):
         assert regime.spatial == RandomFraction(0.02)
@@ -108,10 +108,10 @@ def test_sparse_spellings_compare_equal_and_draw_identical_observations():
     spellings = [
         preset("sparse", "ks"),
         parse_regime("sparse", pde="ks"),
-        parse_regime("every=1 , sigma=0.1, stride=16"),
-        parse_regime("STRIDE = 16,SIGMA=1e-1 ,every=1"),
-        parse_regime("stride=16, every=1, sigma=0.1, offset=0"),
-        Regime(Stride((16,)), every=1, sigma=0.1),
+        parse_regime("every=1 , sigma=0.05, stride=16"),
+        parse_regime("STRIDE = 16,SIGMA=5e-2 ,every=1"),
+        parse_regime("stride=16, every=1, sigma=0.05, offset=0"),
+        Regime(Stride((16,)), every=1, sigma=0.05),
     ]
     truth = torch.randn(2, 12, *KS_FRAME, generator=generator(1))
     reference_observation, reference_mask = spellings[0].observe(truth, generator(2))
@@ -123,9 +123,9 @@ def test_sparse_spellings_compare_equal_and_draw_identical_observations():
 
 
 def test_two_dimensional_stride_spellings_are_equal():
-    square = parse_regime("stride=8x8, every=1, sigma=0.1")
-    assert square == parse_regime("stride=8, every=1, sigma=0.1")
-    assert square == parse_regime("sparse", pde="kolmogorov") == Regime(Stride((8, 8)), 1, 0.1)
+    square = parse_regime("stride=8x8, every=1, sigma=0.05")
+    assert square == parse_regime("stride=8, every=1, sigma=0.05")
+    assert square == parse_regime("sparse", pde="kolmogorov") == Regime(Stride((8, 8)), 1, 0.05)
     assert torch.equal(
         square.masks(KOLMOGOROV_FRAME, 3), preset("sparse", "kolmogorov").masks(KOLMOGOROV_FRAME, 3)
     )
@@ -140,8 +140,8 @@ def test_preset_with_overrides():
     regime = parse_regime("sparse-gappy, sigma=0.5", pde="ks")
     assert regime == Regime(Stride(16), every=8, sigma=0.5)
     assert regime.name is None
-    assert parse_regime("random, stride=4") == Regime(Stride(4), every=1, sigma=0.1)
-    assert parse_regime("full, dense-gappy") == Regime(Full(), every=8, sigma=0.1)
+    assert parse_regime("random, stride=4") == Regime(Stride(4), every=1, sigma=0.05)
+    assert parse_regime("full, dense-gappy") == Regime(Full(), every=8, sigma=0.05)
 
 
 def test_equality_ignores_name():
@@ -228,7 +228,7 @@ def test_equal_spellings_draw_identical_masks_and_observations(case, seed):
 
 
 def test_percentages_and_exponents():
-    assert parse_regime("fraction=2%, every=1, sigma=0.1") == preset("random", "ks")
+    assert parse_regime("fraction=2%, every=1, sigma=0.05") == preset("random", "ks")
     assert parse_regime("fraction = 0.3 %, every=1, sigma=1e0") == Regime(
         RandomFraction(0.003), 1, 1.0
     )
@@ -516,7 +516,7 @@ def test_observe_is_consistent_with_masks_for_the_same_generator():
 
 
 def test_str_shows_name_and_spec():
-    assert str(preset("sparse", "ks")) == "sparse (stride=16, every=1, sigma=0.1)"
+    assert str(preset("sparse", "ks")) == "sparse (stride=16, every=1, sigma=0.05)"
     assert str(Regime(Full(), 2, 0.5, offset=1)) == "full, every=2, sigma=0.5, offset=1"
 
 

@@ -82,7 +82,7 @@ import numpy as np
 import torch
 
 from .._version import code_version
-from ..initial import parse_initial
+from ..initial import PROTOCOL_INITIAL, parse_initial
 from ..observe import PRESET_NAMES, parse_regime
 from ..strategies.base import available_strategies, get_strategy
 from ..systems import get_system, lookup_system
@@ -129,6 +129,7 @@ class BenchPreset:
     members: int
     strategy_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     field_times: int | None = None
+    initial: str = "exact"
 
 
 BENCH_PACKAGES = ("xarray", "pandas", "matplotlib", "h5netcdf", "scipy", "arviz")
@@ -168,6 +169,7 @@ def bench_preset(name: str, pde: str) -> BenchPreset:
             members=4,
             strategy_options={"vc": {"iterations": 1, "window": 2}},
             field_times=system.field_times,
+            initial=PROTOCOL_INITIAL,
         )
     if name == "paper":
         return BenchPreset(
@@ -175,6 +177,7 @@ def bench_preset(name: str, pde: str) -> BenchPreset:
             trajectories=8,
             members=16,
             field_times=system.field_times,
+            initial=PROTOCOL_INITIAL,
         )
     raise ValueError(f"unknown benchmark preset {name!r}; expected 'quick' or 'paper'")
 
@@ -304,14 +307,71 @@ def _strategy_specs(
     specs = []
     for item in names:
         if isinstance(item, str) and item in options:
-            item = StrategySpec(item, item, get_strategy(item).Config(**options[item]))
-            if item.name == "controller" and item.config.controller is None:
-                item = dataclasses.replace(item, config=None)
+            item = _configured(item, options[item], pde)
         specs.append(strategy_spec(item, pde))
     labels = [s.label for s in specs]
     if len(set(labels)) != len(labels):
         raise ValueError(f"strategy labels repeat: {labels}; label them with (label, name, config)")
     return specs
+
+
+def _configured(name: str, overrides: dict[str, Any], pde: str) -> StrategySpec:
+    """The spec of a strategy named as a string, its Config built from ``overrides``."""
+    spec = StrategySpec(name, name, get_strategy(name).Config(**overrides))
+    if spec.name == "controller" and spec.config.controller is None:
+        spec = dataclasses.replace(
+            spec,
+            config=dataclasses.replace(spec.config, controller=get_system(pde).shipped_controller),
+        )
+    return strategy_spec(spec, pde)
+
+
+def _cell_specs(
+    strategies: Sequence[Any] | None,
+    specs: Sequence[StrategySpec],
+    regimes: Sequence[str],
+    preset_options: dict[str, dict[str, Any]],
+    user_options: dict[str, dict[str, Any]],
+    payload: dict[str, Any] | None,
+    pde: str,
+) -> dict[tuple[str, str], tuple[StrategySpec, str]]:
+    """Per (label, regime): the spec the cell runs and where its configuration came from
+    (``"tuned"``, ``"tuned, untrusted (<n> trials)"``, ``"default"`` or ``"given"``).
+
+    Strategies named as plain strings take the tuned entry of their regime (preset options
+    below it, ``strategy_options`` above it); anything given as a Config runs as given."""
+    from ..tuning import tuned_entry
+
+    if isinstance(strategies, str):
+        strategies = [strategies]
+    plain = set(
+        available_strategies()
+        if strategies is None
+        else [s for s in strategies if isinstance(s, str)]
+    )
+    out: dict[tuple[str, str], tuple[StrategySpec, str]] = {}
+    for spec in specs:
+        for regime in regimes:
+            key = (spec.label, regime)
+            if spec.label not in plain:
+                out[key] = (spec, "given")
+                continue
+            entry = None if payload is None else tuned_entry(payload, regime, spec.name, pde)
+            if entry is None:
+                out[key] = (spec, "default")
+                continue
+            overrides = {
+                **preset_options.get(spec.name, {}),
+                **entry["config"],
+                **user_options.get(spec.name, {}),
+            }
+            source = (
+                "tuned"
+                if entry.get("trusted", False)
+                else (f"tuned, untrusted ({entry.get('complete_trials', 0)} trials)")
+            )
+            out[key] = (_configured(spec.name, overrides, pde), source)
+    return out
 
 
 def _device_name(device: str | torch.device | None) -> str:
@@ -336,12 +396,21 @@ def _check_sizes(**sizes: Any) -> None:
         raise ValueError(f"start must be >= 0, got {sizes['start']}")
 
 
-def _strategy_coordinates(specs: Sequence[StrategySpec]) -> dict[str, Any]:
-    """Per-strategy coordinates: the registered name, the look-ahead (-1: undeclared) and
-    the configuration that ran (JSON)."""
+def _strategy_coordinates(
+    specs: Sequence[StrategySpec],
+    cells: dict[tuple[str, str], tuple[StrategySpec, str]] | None = None,
+    regimes: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Per-strategy coordinates: the registered name, the look-ahead (-1: undeclared; the
+    largest over the regimes where tuned configurations differ) and the configuration the
+    strategy was given before tuning (JSON)."""
+    ahead = []
+    for s in specs:
+        values = [lookahead(cells[(s.label, r)][0]) for r in regimes] if cells else []
+        ahead.append(max(values) if values else lookahead(s))
     return {
         "strategy_name": ("strategy", np.asarray([s.name for s in specs], dtype=str)),
-        "lookahead": ("strategy", np.asarray([lookahead(s) for s in specs], dtype=np.int64)),
+        "lookahead": ("strategy", np.asarray(ahead, dtype=np.int64)),
         "strategy_config": (
             "strategy",
             np.asarray([json.dumps(jsonable(s.config), sort_keys=True) for s in specs], dtype=str),
@@ -349,17 +418,41 @@ def _strategy_coordinates(specs: Sequence[StrategySpec]) -> dict[str, Any]:
     }
 
 
+def _cell_variables(
+    specs: Sequence[StrategySpec],
+    cells: dict[tuple[str, str], tuple[StrategySpec, str]],
+    regimes: Sequence[str],
+) -> dict[str, Any]:
+    """Per (strategy, regime): ``config_source``, ``cell_config`` (JSON of the Config that
+    ran) and ``cell_lookahead``."""
+
+    def grid(fn: Any, dtype: Any) -> Any:
+        values = [[fn(*cells[(s.label, r)]) for r in regimes] for s in specs]
+        return (("strategy", "regime"), np.asarray(values, dtype=dtype))
+
+    return {
+        "config_source": grid(lambda spec, source: source, str),
+        "cell_config": grid(
+            lambda spec, source: json.dumps(jsonable(spec.config), sort_keys=True), str
+        ),
+        "cell_lookahead": grid(lambda spec, source: lookahead(spec), np.int64),
+    }
+
+
 def strategy_configs(ds: Any) -> dict[str, dict[str, Any]]:
     """The configuration each strategy of a benchmark result ran, by label.
 
     Returns:
-        ``{label: {"name": registered name, "config": {field: value}, "lookahead": int}}``
-        (from the per-strategy coordinates; for results written before they existed, from
-        the ``config`` attribute, with look-ahead -1).
+        ``{label: {"name": registered name, "config": {field: value}, "lookahead": int,
+        "regimes": {regime: {"source": str, "config": {...}, "lookahead": int}}}}``: the
+        configuration the strategy was given and, per regime, what ran there (``source``
+        ``"tuned"``, ``"default"``, ...).  Results written before per-cell configurations
+        existed have no ``"regimes"``; older ones still come from the ``config`` attribute,
+        with look-ahead -1.
     """
     labels = [str(v) for v in ds["strategy"].values]
     if "strategy_config" in ds.coords:
-        return {
+        out = {
             label: {
                 "name": str(ds["strategy_name"].values[i]),
                 "config": json.loads(str(ds["strategy_config"].values[i])),
@@ -367,6 +460,18 @@ def strategy_configs(ds: Any) -> dict[str, dict[str, Any]]:
             }
             for i, label in enumerate(labels)
         }
+        if "config_source" in ds:
+            regimes = [str(r) for r in ds["regime"].values]
+            for i, label in enumerate(labels):
+                out[label]["regimes"] = {
+                    r: {
+                        "source": str(ds["config_source"].values[i, j]),
+                        "config": json.loads(str(ds["cell_config"].values[i, j])),
+                        "lookahead": int(ds["cell_lookahead"].values[i, j]),
+                    }
+                    for j, r in enumerate(regimes)
+                }
+        return out
     run = json.loads(ds.attrs["config"])
     by_label = {s["label"]: s for s in run["strategies"]}
     return {
@@ -418,7 +523,8 @@ def benchmark(
     strategy_options: dict[str, dict[str, Any]] | None = None,
     device: str | torch.device | None = None,
     overwrite: bool = False,
-    initial: str = "exact",
+    initial: str | None = None,
+    tuned: bool | str | Path = True,
 ) -> Any:
     """Run strategies × regimes on held-out test trajectories and score them.
 
@@ -452,7 +558,17 @@ def benchmark(
         initial: the initial condition (docs/protocol.md; :mod:`ardm_infer.initial`):
             ``"exact"`` (the true context), ``"background(error=0.05, spinup=8)"`` (an
             uncertain start spun up by the process; ``start`` is then the frame perturbed) or
-            ``"climatology"``.  Its ensemble has the run's ``members``.
+            ``"climatology"``.  Its ensemble has the run's ``members``.  Default: the
+            preset's (``quick``: the protocol's background start).
+        tuned: which settings the strategies named as plain strings run with.  True (the
+            default): the configurations tuned on validation trajectories that ship with the
+            package for this PDE and ARDM (:mod:`ardm_infer.tuning`), per (regime,
+            strategy), falling back to the library defaults where there is no entry or the
+            ARDM is not the one they were tuned on (the run says so).  False: the library
+            defaults.  A path: a file written by :func:`ardm_infer.tuning.tune` (refused if it
+            was tuned on another ARDM).  ``strategy_options`` are applied on top; strategies
+            given as Configs, tuples or specs run exactly as given.  The result's
+            ``config_source`` and ``cell_config`` say what each cell ran.
 
     Returns:
         The :class:`xarray.Dataset` described in the module docstring.
@@ -471,9 +587,9 @@ def benchmark(
             "resume=True reuses the cells in out, overwrite=True deletes them: pick one"
         )
     device_name = _device_name(device)
-    initial = parse_initial(initial).spec()
     mode = progress_mode(progress)
     sizes = bench_preset(preset, pde)
+    initial = parse_initial(sizes.initial if initial is None else initial).spec()
     horizon = sizes.horizon if horizon is None else horizon
     trajectories = sizes.trajectories if trajectories is None else trajectories
     members = sizes.members if members is None else members
@@ -493,6 +609,20 @@ def benchmark(
     frame_shape = tuple(process.frame_shape)
     for name in regime_names:
         parse_regime(name, pde=pde).validate(frame_shape, horizon)
+    from ..tuning import resolve_tuned
+
+    payload, tuned_note = resolve_tuned(
+        tuned, pde, process.card.get("sha256") if ardm != SOLVER else None
+    )
+    cells = _cell_specs(
+        strategies,
+        specs,
+        regime_names,
+        sizes.strategy_options,
+        strategy_options or {},
+        payload,
+        pde,
+    )
     field_times = _field_times(horizon, sizes.field_times)
     if threads is None and (workers > 1 or executor == "ray"):
         threads = 1
@@ -501,7 +631,7 @@ def benchmark(
             pde,
             ardm,
             r,
-            s,
+            cells[(s.label, r)][0],
             horizon,
             trajectories,
             members,
@@ -521,6 +651,11 @@ def benchmark(
         "preset": preset,
         "ardm": ardm,
         "strategies": [t.description()["strategy"] for t in tasks[: len(specs)]],
+        "tuned": tuned_note,
+        "cells": {
+            f"{label} | {regime}": {"source": source, "config": jsonable(spec.config)}
+            for (label, regime), (spec, source) in cells.items()
+        },
         "regimes": regime_names,
         "horizon": horizon,
         "trajectories": trajectories,
@@ -555,7 +690,8 @@ def benchmark(
         finally:
             report.close()
         combined = combine_cells(results, labels, regime_names)
-        combined = combined.assign_coords(_strategy_coordinates(specs))
+        combined = combined.assign_coords(_strategy_coordinates(specs, cells, regime_names))
+        combined = combined.assign(_cell_variables(specs, cells, regime_names))
         combined.attrs.update(
             pde=pde,
             members=members,
@@ -567,6 +703,7 @@ def benchmark(
             seconds=time.perf_counter() - t0,
             cells_reused=done_before,
             cells_failed=int(np.asarray(combined["failed"].values).sum()),
+            tuned=tuned_note,
         )
         if folder is not None:
             folder.finish(combined)

@@ -102,7 +102,7 @@ system's ``preset_strides`` gives the stride of ``dense`` and ``sparse``."""
 
 _PRESET_FRACTION = 0.02
 _PRESET_GAPPY_EVERY = 8
-_PRESET_SIGMA = 0.1
+_PRESET_SIGMA = 0.05
 
 _KEYS = ("stride", "fraction", "every", "sigma", "offset", "phase")
 _SPATIAL_KEYS = ("stride", "fraction", "full")
@@ -538,12 +538,12 @@ def preset(name: str, pde: str) -> Regime:
     ============  ================================================  =====  =======
     name          spatial                                           every  sigma
     ============  ================================================  =====  =======
-    dense         stride 4 (KS, Lorenz-96; Kolmogorov: 4 per axis)  1      0.1
-    dense-gappy   same                                              8      0.1
-    sparse        KS: 16; Kolmogorov: 8 per axis; Lorenz-96: 8      1      0.1
-    sparse-gappy  same                                              8      0.1
-    random        2 % of points, redrawn every frame                1      0.1
-    random-gappy  same                                              8      0.1
+    dense         stride 4 (KS, Lorenz-96; Kolmogorov: 4 per axis)  1      0.05
+    dense-gappy   same                                              8      0.05
+    sparse        KS: 16; Kolmogorov: 8 per axis; Lorenz-96: 8      1      0.05
+    sparse-gappy  same                                              8      0.05
+    random        2 % of points, redrawn every frame                1      0.05
+    random-gappy  same                                              8      0.05
     ============  ================================================  =====  =======
 
     The strides are each system's ``preset_strides`` (:mod:`ardm_infer.systems`).  Names
