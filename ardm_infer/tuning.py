@@ -49,10 +49,10 @@ __all__ = [
     "best_trial",
     "load_tuned",
     "resolve_tuned",
-    "shipped_tuned_path",
-    "tuned_entry",
     "run_study",
+    "shipped_tuned_path",
     "tune",
+    "tuned_entry",
     "validation_evaluator",
 ]
 
@@ -427,11 +427,10 @@ def tune(
     from ._version import code_version
     from .artifacts import save_json_artifact
     from .bench.cells import load_process
+    from .initial import PROTOCOL_INITIAL, parse_initial
     from .observe import parse_regime
     from .strategies import get_strategy
     from .systems import get_system
-
-    from .initial import PROTOCOL_INITIAL, parse_initial
 
     system = get_system(pde)
     ardm = ardm or system.shipped_ardm
