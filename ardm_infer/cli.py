@@ -459,7 +459,19 @@ def _bench_parser(sub: Any) -> None:
         "--initial",
         default=None,
         help="initial condition (docs/protocol.md): 'exact', 'climatology' or "
-        "'background(error=0.05, spinup=8)' (default: the preset's, else exact)",
+        "'background(error=0.05, spinup=8)' (default: the preset's: the protocol's background)",
+    )
+    p.add_argument(
+        "--untuned",
+        action="store_true",
+        default=None,
+        help="run every strategy at its library defaults instead of the shipped tuned settings",
+    )
+    p.add_argument(
+        "--tuned",
+        metavar="FILE.json",
+        default=None,
+        help="tuned settings written by 'ardm-infer tune' (default: the shipped ones)",
     )
     p.add_argument(
         "--start",

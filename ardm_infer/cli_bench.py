@@ -36,13 +36,11 @@ RECIPES: dict[str, dict[str, Any]] = {
     "first-look": {
         "pde": "ks",
         "strategies": ["forecast", "enkf"],
-        "regimes": ["sparse, sigma=0.05"],
-        "initial": "background(error=0.05, spinup=8)",
+        "regimes": ["sparse"],
         "horizon": 64,
         "trajectories": 4,
         "members": 8,
         "threads": 1,
-        "options": {"enkf": {"rtps": 0.5}},
     },
 }
 """Named runs of ``ardm-infer bench --preset`` that are not sizes of ``bench_preset``: the
@@ -92,6 +90,21 @@ def _bench_lists(args: argparse.Namespace, file: dict[str, Any], recipe: dict[st
     return strategies, items
 
 
+def _tuned_choice(args: argparse.Namespace, file: dict[str, Any]) -> bool | str:
+    """True (the shipped tuned configurations), False (``--untuned``) or a file (``--tuned``)."""
+    untuned = bool(getattr(args, "untuned", False)) or file.get("tuned") is False
+    path = getattr(args, "tuned", None)
+    if path is None and isinstance(file.get("tuned"), str):
+        path = file["tuned"]
+    if untuned and path is not None:
+        raise CliError("--untuned runs the library defaults and --tuned names a file: pick one")
+    if path is not None:
+        if not Path(path).is_file():
+            raise CliError(f"--tuned: no such file {path}")
+        return str(path)
+    return not untuned
+
+
 def _bench_request(args: argparse.Namespace) -> dict[str, Any]:
     """Everything ``benchmark`` needs, merged from the command line, run file and preset."""
     run = load_run_file(args.config) if args.config else None
@@ -112,7 +125,8 @@ def _bench_request(args: argparse.Namespace) -> dict[str, Any]:
         "strategies": strategies,
         "regimes": regimes,
         "seed": _pick(args, file, "seed", 0),
-        "initial": _pick(args, file, "initial", recipe.get("initial", "exact")),
+        "initial": _pick(args, file, "initial", recipe.get("initial")),
+        "tuned": _tuned_choice(args, file),
         "start": _pick(args, file, "start", recipe.get("start", 0)),
         "resume": bool(_pick(args, file, "resume", False)),
         "workers": _pick(args, file, "workers", 1),
@@ -130,7 +144,8 @@ def _bench_request(args: argparse.Namespace) -> dict[str, Any]:
         if request[key] is not None and not (isinstance(request[key], int) and request[key] >= 1):
             raise CliError(f"{key} must be an integer >= 1, got {request[key]!r}")
     try:
-        request["initial"] = parse_initial(request["initial"]).spec()
+        if request["initial"] is not None:
+            request["initial"] = parse_initial(request["initial"]).spec()
     except (TypeError, ValueError) as err:
         raise CliError(f"initial: {err}") from None
     if not (isinstance(request["start"], int) and request["start"] >= 0):
@@ -178,16 +193,6 @@ def _check_bench_request(request: dict[str, Any]) -> None:
     check_out(request["out"])
 
 
-def _strategy_options(request: dict[str, Any], pde: str) -> dict[str, dict[str, Any]]:
-    """The user's Config options over the preset's (merged per field, not per strategy)."""
-    sizes = _known_bench_preset(request["preset"], pde)
-    base = dict(sizes.strategy_options) if sizes is not None else {}
-    merged = {name: dict(values) for name, values in base.items()}
-    for name, values in request["strategy_options"].items():
-        merged[name] = {**merged.get(name, {}), **values}
-    return merged
-
-
 def _benchmark_kwargs(request: dict[str, Any], pde: str, out: Path) -> dict[str, Any]:
     from .bench import benchmark
 
@@ -209,7 +214,8 @@ def _benchmark_kwargs(request: dict[str, Any], pde: str, out: Path) -> dict[str,
         "workers": request["workers"],
         "executor": request["executor"],
         "threads": request["threads"],
-        "strategy_options": _strategy_options(request, pde),
+        "strategy_options": request["strategy_options"],
+        "tuned": request["tuned"],
     }
     if request["device"] is not None:
         if "device" not in inspect.signature(benchmark).parameters:

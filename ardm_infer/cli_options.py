@@ -71,6 +71,9 @@ BENCH_KEYS: dict[str, type | tuple[type, ...]] = {
     "ardm": str,
     "controller": str,
     "figures": bool,
+    "initial": str,
+    "start": int,
+    "tuned": (bool, str),
 }
 """Keys of the ``[bench]`` table of a run file and their TOML types."""
 

@@ -336,12 +336,16 @@ def test_first_look_preset_resolves_to_its_run():
 
     request = _bench_request(cli.build_parser().parse_args(["bench", "--preset", "first-look"]))
     assert request["pdes"] == ["ks"] and request["strategies"] == ["forecast", "enkf"]
-    assert request["regimes"] == ["sparse, sigma=0.05"] and request["horizon"] == 64
-    assert request["initial"] == "background(error=0.05, spinup=8, wavenumbers=16, members=64)"
-    assert request["strategy_options"] == {"enkf": {"rtps": 0.5}}
+    assert request["regimes"] == ["sparse"] and request["horizon"] == 64
+    assert request["initial"] is None  # the preset's: the protocol's background start
+    assert request["strategy_options"] == {} and request["tuned"] is True
     assert str(request["out"]) == "results/bench-first-look"
     override = ["bench", "--preset", "first-look", "--members", "6", "--set", "enkf.inflation=1"]
     override += ["--initial", "exact"]
     request = _bench_request(cli.build_parser().parse_args(override))
     assert request["members"] == 6 and request["strategy_options"]["enkf"]["inflation"] == 1.0
     assert request["initial"] == "exact"
+    request = _bench_request(cli.build_parser().parse_args(["bench", "--untuned"]))
+    assert request["tuned"] is False
+    assert cli.main(["bench", "--untuned", "--tuned", "x.json"]) == 2
+    assert cli.main(["bench", "--tuned", "no-such-file.json"]) == 2

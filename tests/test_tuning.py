@@ -20,7 +20,9 @@ from ardm_infer.tuning import (
     best_trial,
     check_space,
     load_tuned,
+    resolve_tuned,
     run_study,
+    tuned_entry,
     validation_evaluator,
 )
 
@@ -196,3 +198,86 @@ def test_the_tune_command_writes_a_bound_file_and_resumes(tmp_path, capsys):
     assert again["entries"] == payload["entries"]
     assert "too few trials" in first
     assert cli.main([*args[:-2], "--out", str(tmp_path / "tuned.json"), "--initial", "x"]) == 2
+
+
+def _tuned_file(tmp_path, sha, entries):
+    path = tmp_path / "tuned.json"
+    payload = {"protocol": {"pde": "ks"}, "entries": entries}
+    save_json_artifact(payload, path, kind=TUNED_KIND, model_sha256=sha)
+    return path
+
+
+def test_tuned_entries_are_found_by_regime_not_by_spelling():
+    entry = {"config": {"inflation": 1.1}}
+    payload = {"entries": {"stride=16, every=1, sigma=0.05": {"enkf": entry}}}
+    assert tuned_entry(payload, "sparse", "enkf", "ks") is entry
+    assert tuned_entry(payload, "sparse, sigma=0.1", "enkf", "ks") is None  # another noise
+    assert tuned_entry(payload, "sparse", "dps", "ks") is None
+
+
+def test_a_tuned_file_of_another_ardm_is_refused_and_defaults_are_said(tmp_path):
+    path = _tuned_file(tmp_path, "a" * 64, {})
+    with pytest.raises(ValueError, match="made for the model"):
+        resolve_tuned(path, "ks", "b" * 64)
+    assert resolve_tuned(False, "ks", "b" * 64) == (None, "library defaults (untuned)")
+    payload, why = resolve_tuned(True, "ks", "b" * 64)  # not the shipped ARDM
+    assert payload is None and "not this one" in why
+
+
+def test_the_benchmark_runs_each_regime_with_its_tuned_config(tmp_path):
+    import json
+
+    import numpy as np
+
+    from ardm_infer import load_ardm
+    from ardm_infer.bench import benchmark
+    from ardm_infer.bench.specs import jsonable
+
+    sha = load_ardm("ks").card["sha256"]
+    path = _tuned_file(
+        tmp_path,
+        sha,
+        {
+            "sparse": {"enkf": {"config": {"inflation": 1.25, "rtps": 0.3}, "trusted": True}},
+            "dense": {
+                "enkf": {"config": {"inflation": 1.05}, "trusted": False, "complete_trials": 3}
+            },
+        },
+    )
+    given = ("enkf-given", "enkf", get_strategy("enkf").Config(inflation=1.5))
+    kwargs = dict(
+        regimes=["sparse", "dense", "random"],
+        horizon=2,
+        trajectories=1,
+        members=3,
+        progress=False,
+        initial="exact",
+    )
+    ds = benchmark(strategies=["enkf", given], tuned=path, **kwargs)
+    source = ds["config_source"].sel(strategy="enkf").values.tolist()
+    assert source == ["tuned", "tuned, untrusted (3 trials)", "default"]
+    assert ds["config_source"].sel(strategy="enkf-given").values.tolist() == ["given"] * 3
+    cfg = [json.loads(str(c)) for c in ds["cell_config"].sel(strategy="enkf").values]
+    assert (cfg[0]["inflation"], cfg[0]["rtps"]) == (1.25, 0.3)
+    assert cfg[1]["inflation"] == 1.05 and cfg[2] == jsonable(get_strategy("enkf").Config())
+    assert (
+        json.loads(str(ds["cell_config"].sel(strategy="enkf-given").values[0]))["inflation"] == 1.5
+    )
+    # the tuned cell differs from the untuned one: the settings really ran
+    untuned = benchmark(strategies=["enkf"], tuned=False, **kwargs)
+    assert (untuned["config_source"].values == "default").all()
+    assert not np.allclose(
+        untuned["rmse"].sel(strategy="enkf", regime="sparse").values,
+        ds["rmse"].sel(strategy="enkf", regime="sparse").values,
+    )
+    np.testing.assert_array_equal(
+        untuned["rmse"].sel(strategy="enkf", regime="random").values,
+        ds["rmse"].sel(strategy="enkf", regime="random").values,
+    )
+    from ardm_infer.bench import strategy_configs
+    from ardm_infer.bench.report import format_table
+    from ardm_infer.bench.stats import summary
+
+    assert strategy_configs(ds)["enkf"]["regimes"]["sparse"]["config"]["inflation"] == 1.25
+    table = format_table(summary(ds))
+    assert "untrusted" in table and "tuned" in table and "given" in table

@@ -138,6 +138,7 @@ def format_table(summary_df: pd.DataFrame) -> str:
         "regime",
         "strategy",
         "ahead",
+        "config",
         f"RMSE ± {level} hw",
         f"CRPS ± {level} hw",
         "SSR",
@@ -157,7 +158,8 @@ def format_table(summary_df: pd.DataFrame) -> str:
         )
         cells = _main_cells(row, marks)
         lookahead = _lookahead(getattr(row, "lookahead", -1))
-        body.append((str(row.regime), str(row.strategy), lookahead, *cells))
+        source = _config_label(getattr(row, "config", ""))
+        body.append((str(row.regime), str(row.strategy), lookahead, source, *cells))
     lines_data = [header, *(b for b in body if b is not None)]
     widths = [max(len(r[i]) for r in lines_data) for i in range(len(header))]
     left = {0, 1}
@@ -178,8 +180,9 @@ def format_table(summary_df: pd.DataFrame) -> str:
     lines.append(
         f"hw: {level} {interval} half-width over trajectories; "
         f"*: significantly lowest on the regime (paired {level} intervals vs every other "
-        "strategy); ahead: frames of future observations read (?: unknown); SSR 1 = "
-        "calibrated; ×forecast: ms/frame relative to forecast"
+        "strategy); ahead: frames of future observations read (?: unknown); config: tuned "
+        "on validation trajectories, untrusted (too few tuning trials), default (library "
+        "defaults) or given; SSR 1 = calibrated; ×forecast: ms/frame relative to forecast"
     )
     failures = failure_lines(summary_df)
     if failures:
@@ -218,6 +221,15 @@ def _diagnostic_cells(row) -> list[str]:
     ]
 
 
+def _config_label(source: str) -> str:
+    """Short form of a cell's ``config_source`` for the tables."""
+    if not source:
+        return "?"
+    if source.startswith("tuned, untrusted"):
+        return "untrusted"
+    return source
+
+
 def markdown_table(summary_df: pd.DataFrame, kind: Literal["main", "diagnostics"] = "main") -> str:
     """GitHub-flavoured markdown table of :func:`summary`.
 
@@ -237,6 +249,7 @@ def markdown_table(summary_df: pd.DataFrame, kind: Literal["main", "diagnostics"
             "regime",
             "strategy",
             "look-ahead",
+            "config",
             *(h.format(level=level) for h in _MAIN_HEADER),
         ]
     elif kind == "diagnostics":
@@ -256,7 +269,8 @@ def markdown_table(summary_df: pd.DataFrame, kind: Literal["main", "diagnostics"
                 bold(_pm(row.crps, row.crps_hw), bool(row.crps_best)),
             )
             lookahead = _lookahead(getattr(row, "lookahead", -1))
-            rows.append([*labels, lookahead, *_main_cells(row, marks)])
+            source = _config_label(getattr(row, "config", ""))
+            rows.append([*labels, lookahead, source, *_main_cells(row, marks)])
         else:
             rows.append([*labels, *_diagnostic_cells(row)])
     align = ["---", "---", *["--:"] * (len(header) - 2)]
@@ -412,11 +426,43 @@ def write_report(
     lines += ["### Legend", "", legend, *_diagnostics_section(table, pde)]
     if figures:
         lines += _figures_section(ds, out, confidence)
+    lines += _cell_configs_section(ds)
     config = _pretty_config(attrs.get("config", "{}"))
     lines += ["## Configuration", "", "```json", config, "```", ""]
     path = out / "report.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
+
+
+def _cell_configs_section(ds: xr.Dataset) -> list[str]:
+    """The settings each (strategy, regime) cell ran with, where they differ from the
+    strategy's given configuration (tuned cells)."""
+    if "config_source" not in ds:
+        return []
+    import json
+
+    lines = ["## Settings per cell", "", str(ds.attrs.get("tuned", "")), ""]
+    base = {
+        str(label): json.loads(str(cfg))
+        for label, cfg in zip(ds["strategy"].values, ds["strategy_config"].values, strict=True)
+    }
+    rows = []
+    for i, label in enumerate(ds["strategy"].values):
+        for j, regime in enumerate(ds["regime"].values):
+            cell = json.loads(str(ds["cell_config"].values[i, j]))
+            changed = {k: v for k, v in cell.items() if base[str(label)].get(k) != v}
+            source = str(ds["config_source"].values[i, j])
+            text = ", ".join(f"{k}={_short(v)}" for k, v in sorted(changed.items())) or "—"
+            rows.append(f"| {regime} | {label} | {source} | {text} |")
+    lines += [
+        "| regime | strategy | config | settings (changed from the given) |",
+        "|---|---|---|---|",
+    ]
+    return [*lines, *rows, ""]
+
+
+def _short(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def load_results(path: str | Path) -> xr.Dataset:

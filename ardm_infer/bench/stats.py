@@ -74,6 +74,7 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "strategy",
     "regime",
     "lookahead",
+    "config",
     "n_trajectories",
     "rmse",
     "rmse_hw",
@@ -493,7 +494,10 @@ def summary(ds: xr.Dataset, confidence: float = 0.95, reference: str = "forecast
     Columns (:data:`SUMMARY_COLUMNS`); "time mean" is the mean over trajectories of the
     per-trajectory averages over finite frames (:func:`trajectory_time_means`):
 
-    * ``lookahead``: frames of future observations the strategy may read (-1: unknown);
+    * ``lookahead``: frames of future observations the strategy may read in that cell (-1:
+      unknown);
+    * ``config``: where the cell's configuration came from (``"tuned"``, ``"tuned,
+      untrusted (n trials)"``, ``"default"``, ``"given"``; ``""`` for older results);
     * ``n_trajectories``: trajectories with a finite RMSE time mean;
     * ``rmse``, ``crps``, ``crps_fair``, ``corr``, ``spectrum_error``: time means;
       ``rmse_hw``, ``crps_hw``: their confidence half-widths over trajectories
@@ -535,7 +539,14 @@ def summary(ds: xr.Dataset, confidence: float = 0.95, reference: str = "forecast
         for s, strategy in enumerate(strategies):
             if not (stats["present"][s, r] or stats["failed"][s, r]):
                 continue
-            row = {"strategy": strategy, "regime": regime, "lookahead": ahead[strategy]}
+            row = {
+                "strategy": strategy,
+                "regime": regime,
+                "lookahead": int(ds["cell_lookahead"].values[s, r])
+                if "cell_lookahead" in ds
+                else ahead[strategy],
+                "config": str(ds["config_source"].values[s, r]) if "config_source" in ds else "",
+            }
             row.update(_summary_row(stats, s, r, ref, members, confidence))
             rows.append(row)
     df = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
