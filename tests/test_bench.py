@@ -19,7 +19,7 @@ from ardm_infer.bench import StrategySpec, benchmark, score, strategy_spec
 from ardm_infer.bench.core import CellTask, derived_seed, run_cell
 from ardm_infer.strategies import get_strategy
 
-TINY = dict(horizon=2, trajectories=1, members=2, progress=False)
+TINY = dict(horizon=2, trajectories=1, members=2, progress=False, initial="exact", tuned=False)
 
 
 @pytest.fixture(scope="module")
@@ -308,6 +308,7 @@ def test_lorenz96_runs_the_solver_through_the_same_cells():
         trajectories=2,
         members=3,
         progress=False,
+        initial="exact",
     )
     config = json.loads(ds.attrs["config"])
     assert ds.attrs["pde"] == "lorenz96" and config["ardm"] == "solver"
@@ -408,7 +409,12 @@ def test_lookahead_names_and_configs_are_recorded_per_strategy(explodes, tmp_pat
     assert ds.lookahead.sel(strategy="boom").item() == 5
     assert ds.lookahead.dims == ("strategy",)
     configs = strategy_configs(load_results(tmp_path / "results.nc"))
-    assert configs["boom"] == {"name": "explodes", "config": {"horizon_seen": 5}, "lookahead": 5}
+    assert configs["boom"] == {
+        "name": "explodes",
+        "config": {"horizon_seen": 5},
+        "lookahead": 5,
+        "regimes": {"dense": {"source": "given", "config": {"horizon_seen": 5}, "lookahead": 5}},
+    }
     assert configs["forecast"]["name"] == "forecast"
 
 

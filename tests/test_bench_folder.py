@@ -17,7 +17,7 @@ from ardm_infer.bench import benchmark
 from ardm_infer.bench.folder import ResultFolder, ResultFolderError, data_checksum
 from ardm_infer.bench.report import load_results
 
-TINY = dict(horizon=2, trajectories=1, members=2, progress=False)
+TINY = dict(horizon=2, trajectories=1, members=2, progress=False, initial="exact", tuned=False)
 GRID = dict(strategies=["forecast", "enkf"], regimes=["dense"])
 
 
@@ -93,7 +93,8 @@ _HOLDER = textwrap.dedent(
 
     core.run_cell = gated
     core.benchmark("ks", strategies=["forecast"], regimes=["dense"], horizon=2,
-                   trajectories=1, members=2, progress=False, out=out)
+                   trajectories=1, members=2, progress=False, out=out, initial="exact",
+                   tuned=False)
     """
 )
 

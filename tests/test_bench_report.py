@@ -402,11 +402,11 @@ def test_failed_cells_and_lookahead_in_tables(tmp_path: Path):
     assert not row(df, "dps", "dense")["failed"]
     assert len(df) == 6 and list(df["lookahead"][:3]) == [0, 0, -1]
     text = format_table(df)
-    assert re.search(r"^sparse\s+dps\s+0\s+failed\s", text, re.M)
+    assert re.search(r"^sparse\s+dps\s+0\s+\S+\s+failed\s", text, re.M)
     assert re.search(r"^dense\s+enkf\s+\?\s", text, re.M)
     assert f"dps @ sparse: {reason}" in text
     md = markdown_table(df)
-    assert "| sparse | dps | 0 | failed |" in md and "| look-ahead |" in md
+    assert "| sparse | dps | 0 | ? | failed |" in md and "| look-ahead | config |" in md
     report = write_report(back, tmp_path, figures=False).read_text(encoding="utf-8")
     assert f"- dps @ sparse: {reason}" in report
 

@@ -92,7 +92,7 @@ def test_draws_are_regimes_within_the_distribution():
     fixed = resolve_regimes("sparse-gappy", (1, 256), pde="ks")
     drawn = fixed.draw(16, (1, 256), g)
     preset = parse_regime("sparse-gappy", pde="ks")
-    assert all(r == Regime(preset.spatial, 8, 0.1, offset=r.offset) for r in drawn)
+    assert all(r == Regime(preset.spatial, 8, preset.sigma, offset=r.offset) for r in drawn)
     assert len({r.offset for r in drawn}) > 1
 
 

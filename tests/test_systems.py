@@ -198,6 +198,7 @@ def test_a_new_system_is_one_class_and_one_row(tiny_ring):
         trajectories=2,
         members=3,
         progress=False,
+        initial="exact",
     )
     assert ds.attrs["pde"] == "tiny-ring" and json.loads(ds.attrs["config"])["ardm"] == "solver"
     assert ds.sizes["x"] == 12 and ds.sizes["time"] == 4

@@ -69,7 +69,7 @@ def save(fig, name):
 #
 # `load_ardm("ks")` returns an `ARDM` process in *normalised units* (the training data's
 # per-channel mean removed and divided by its standard deviation), so an observation noise
-# `sigma = 0.1` is 10 % of the field's standard deviation. The card stored beside the
+# `sigma = 0.05` is 5 % of the field's standard deviation. The card stored beside the
 # weights records how it was trained and which sampler was tuned for it.
 
 # %%
@@ -83,12 +83,13 @@ print(f"sampler: {schedule}")
 # A *regime* is a spatial pattern × a temporal interval × a noise level. The six named
 # presets are defined once for each PDE; any other regime is a spec string or is built
 # from parts (tutorial 06). `sparse` observes every 16th of the 256 grid points at every
-# frame with noise 0.1; spelling it out as a spec gives the same regime.
+# frame with noise 0.05 (docs/protocol.md says why); spelling it out as a spec gives the
+# same regime.
 
 # %%
 regime = ardm_infer.preset("sparse", "ks")
 print(regime)
-assert regime == ardm_infer.parse_regime("stride=16, every=1, sigma=0.1")
+assert regime == ardm_infer.parse_regime("stride=16, every=1, sigma=0.05")
 
 # %% [markdown]
 # ## 2. A problem from held-out trajectories
@@ -225,7 +226,7 @@ save(fig, "rmse_over_time")
 # **How to read this.** All strategies start from the *true* context, and the KS ARDM is
 # accurate: the error of its unguided forecast grows roughly exponentially (the Lyapunov
 # time of this KS configuration is 60 frames), from about 10⁻³ after one frame to a few
-# 10⁻² after a hundred, still below the observation noise σ_y = 0.1. While the forecast
+# 10⁻² after a hundred, up to the observation noise σ_y = 0.05. While the forecast
 # error is far below σ_y, an observation carries less information than the forecast
 # already has and no method can improve much on it: over the few frames of the smoke run
 # all curves coincide. Over the 100 frames of the full run the EnKF separates first (from

@@ -232,7 +232,7 @@ for s, sig, r in probe.records[:: max(1, S // 4)]:
     print(f"  {s:2d} {sig:8.4f} {r:.4f}")
 
 # %% [markdown]
-# The residual settles near the observation noise σ_y = 0.1 (times √(2/π) for a mean
+# The residual settles near the observation noise σ_y = 0.05 (times √(2/π) for a mean
 # absolute value): the model's x0_hat is far more accurate than the observation.
 #
 # Now two controls.
@@ -318,8 +318,8 @@ for name, (ens, kl, _) in runs.items():
     )
 
 # %% [markdown]
-# Read the table against σ_y = 0.1. Nudging with γ = 1 trusts the observation completely:
-# at observed points the frame copies the observation noise (error ≈ σ_y, a hundred times
+# Read the table against σ_y = 0.05. Nudging with γ = 1 trusts the observation completely:
+# at observed points the frame copies the observation noise (error ≈ σ_y, tens of times
 # the prior's), the correction leaks into the unobserved points through the dynamics, and
 # the sampler is pushed far from its prior (thousands of nats of KL per frame). A small γ
 # does less harm but is still a guess. The likelihood score weighs the observation by

@@ -29,6 +29,9 @@ per (strategy, regime, trajectory)
 per (strategy, regime, rank)
     ``rank_hist`` (counts over trajectories, times and points; random tie-breaking).
 per (strategy, regime)
+    ``config_source`` (where the cell's settings came from: ``"tuned"``, ``"tuned,
+    untrusted (<n> trials)"``, ``"default"``, ``"given"``, possibly with ``", capped by the
+    preset"``), ``cell_config`` (JSON of the Config that ran), ``cell_lookahead``;
     ``failed`` (bool) and ``failure`` (``""``, or the exception that stopped the cell, e.g.
     ``"ValueError: dps needs an ARDM process"``; a failed cell has NaN metrics, no blow-up,
     zero rank counts, and only ``wall_seconds`` of its costs);
@@ -40,7 +43,8 @@ fields of trajectory 0
     field_time, channel, *space), ``obs_mask`` (regime, field_time, channel, *space).
 attrs
     ``pde``, ``members``, ``horizon``, ``seed``, ``config`` (JSON of the whole run),
-    ``code_version``, ``created``, ``seconds``, ``cells_reused``, ``cells_failed``.
+    ``code_version``, ``created``, ``seconds``, ``cells_reused``, ``cells_failed``, ``tuned``
+    (which tuned settings the run used, or why none).
 
 Weighted strategies (``smc``) are scored with their weights at each frame (``rmse``,
 ``crps``, ``spread``, ``corr`` and the fields use the weighted mean); the rank histogram and
@@ -68,7 +72,6 @@ configuration unless ``resume`` or ``overwrite`` is set (:mod:`ardm_infer.bench.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 import warnings
@@ -84,12 +87,12 @@ import torch
 from .._version import code_version
 from ..initial import PROTOCOL_INITIAL, parse_initial
 from ..observe import PRESET_NAMES, parse_regime
-from ..strategies.base import available_strategies, get_strategy
+from ..strategies.base import available_strategies
 from ..systems import get_system, lookup_system
 from .cells import CELL_FORMAT, SOLVER, CellTask, derived_seed, load_process, run_cell, score
 from .folder import ResultFolder, ResultFolderError
 from .progress import Progress, progress_mode
-from .specs import StrategySpec, jsonable, lookahead, strategy_spec
+from .specs import StrategySpec, cell_specs, configured_spec, jsonable, lookahead, strategy_spec
 
 __all__ = [
     "CELL_FORMAT",
@@ -152,20 +155,22 @@ def bench_preset(name: str, pde: str) -> BenchPreset:
     ``"lorenz96"``); the horizons and stored field frames come from the system
     (:mod:`ardm_infer.systems`).
 
-    ``quick`` is sized to run all six strategies on all six regimes of KS in under ten
-    minutes on two CPU cores: 64 frames, 2 trajectories, 4 members, vc with one L-BFGS
-    iteration per 2-frame window (at its defaults vc alone costs ~12x the forecast per
-    frame).  It is a smoke-level comparison: the shipped KS ARDM's unguided error reaches
-    the observation noise only after about 120 frames, so at 64 frames the strategies differ
-    little; the claims are measured by ``benchmarks/controller_claims.py`` and ``paper``.
+    ``quick`` is sized to run all six strategies on all six regimes of KS in about ten
+    minutes on two CPU cores while telling them apart: the protocol's background start
+    (:data:`~ardm_infer.initial.PROTOCOL_INITIAL`), 48 frames (KS; the gappy regimes see six
+    observed frames), 4 test trajectories (a paired Student-t interval over 2 would need a
+    difference 12.7 standard errors wide), 4 members, every strategy at its shipped tuned
+    settings, vc capped at one L-BFGS iteration per 2-frame window (tuned, it costs ~10-30x
+    the forecast per frame).
     ``paper`` is the evaluation protocol of docs/design.md §7 at the short horizon (KS 140,
-    Kolmogorov 60 frames) with 8 trajectories and 16 members, every strategy at its defaults.
+    Kolmogorov 60 frames) with 8 trajectories and 16 members, every strategy at its tuned
+    settings.
     """
     system = get_system(pde)
     if name == "quick":
         return BenchPreset(
             horizon=system.quick_horizon,
-            trajectories=2,
+            trajectories=4,
             members=4,
             strategy_options={"vc": {"iterations": 1, "window": 2}},
             field_times=system.field_times,
@@ -307,71 +312,12 @@ def _strategy_specs(
     specs = []
     for item in names:
         if isinstance(item, str) and item in options:
-            item = _configured(item, options[item], pde)
+            item = configured_spec(item, options[item], pde)
         specs.append(strategy_spec(item, pde))
     labels = [s.label for s in specs]
     if len(set(labels)) != len(labels):
         raise ValueError(f"strategy labels repeat: {labels}; label them with (label, name, config)")
     return specs
-
-
-def _configured(name: str, overrides: dict[str, Any], pde: str) -> StrategySpec:
-    """The spec of a strategy named as a string, its Config built from ``overrides``."""
-    spec = StrategySpec(name, name, get_strategy(name).Config(**overrides))
-    if spec.name == "controller" and spec.config.controller is None:
-        spec = dataclasses.replace(
-            spec,
-            config=dataclasses.replace(spec.config, controller=get_system(pde).shipped_controller),
-        )
-    return strategy_spec(spec, pde)
-
-
-def _cell_specs(
-    strategies: Sequence[Any] | None,
-    specs: Sequence[StrategySpec],
-    regimes: Sequence[str],
-    preset_options: dict[str, dict[str, Any]],
-    user_options: dict[str, dict[str, Any]],
-    payload: dict[str, Any] | None,
-    pde: str,
-) -> dict[tuple[str, str], tuple[StrategySpec, str]]:
-    """Per (label, regime): the spec the cell runs and where its configuration came from
-    (``"tuned"``, ``"tuned, untrusted (<n> trials)"``, ``"default"`` or ``"given"``).
-
-    Strategies named as plain strings take the tuned entry of their regime (preset options
-    below it, ``strategy_options`` above it); anything given as a Config runs as given."""
-    from ..tuning import tuned_entry
-
-    if isinstance(strategies, str):
-        strategies = [strategies]
-    plain = set(
-        available_strategies()
-        if strategies is None
-        else [s for s in strategies if isinstance(s, str)]
-    )
-    out: dict[tuple[str, str], tuple[StrategySpec, str]] = {}
-    for spec in specs:
-        for regime in regimes:
-            key = (spec.label, regime)
-            if spec.label not in plain:
-                out[key] = (spec, "given")
-                continue
-            entry = None if payload is None else tuned_entry(payload, regime, spec.name, pde)
-            if entry is None:
-                out[key] = (spec, "default")
-                continue
-            overrides = {
-                **preset_options.get(spec.name, {}),
-                **entry["config"],
-                **user_options.get(spec.name, {}),
-            }
-            source = (
-                "tuned"
-                if entry.get("trusted", False)
-                else (f"tuned, untrusted ({entry.get('complete_trials', 0)} trials)")
-            )
-            out[key] = (_configured(spec.name, overrides, pde), source)
-    return out
 
 
 def _device_name(device: str | torch.device | None) -> str:
@@ -609,18 +555,18 @@ def benchmark(
     frame_shape = tuple(process.frame_shape)
     for name in regime_names:
         parse_regime(name, pde=pde).validate(frame_shape, horizon)
-    from ..tuning import resolve_tuned
+    from ..tuning import resolve_tuned, tuned_entry
 
     payload, tuned_note = resolve_tuned(
         tuned, pde, process.card.get("sha256") if ardm != SOLVER else None
     )
-    cells = _cell_specs(
+    cells = cell_specs(
         strategies,
         specs,
         regime_names,
         sizes.strategy_options,
         strategy_options or {},
-        payload,
+        lambda regime, name: None if payload is None else tuned_entry(payload, regime, name, pde),
         pde,
     )
     field_times = _field_times(horizon, sizes.field_times)

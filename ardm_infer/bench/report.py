@@ -225,9 +225,8 @@ def _config_label(source: str) -> str:
     """Short form of a cell's ``config_source`` for the tables."""
     if not source:
         return "?"
-    if source.startswith("tuned, untrusted"):
-        return "untrusted"
-    return source
+    short = "untrusted" if source.startswith("tuned, untrusted") else source.split(",")[0]
+    return short + ("+cap" if "capped" in source else "")
 
 
 def markdown_table(summary_df: pd.DataFrame, kind: Literal["main", "diagnostics"] = "main") -> str:

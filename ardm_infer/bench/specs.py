@@ -1,13 +1,16 @@
 """A strategy as one column of the benchmark: label, registered name and Config.
 
 :func:`strategy_spec` normalises every accepted spelling of an entry of
-``benchmark(strategies=...)``; :func:`jsonable` is the JSON form of a configuration that
-cell keys and results record.
+``benchmark(strategies=...)``; :func:`cell_specs` gives each (strategy, regime) cell its
+settings (the tuned entry of the regime, the preset's caps, the user's options) and says
+where they came from; :func:`jsonable` is the JSON form of a configuration that cell keys and
+results record.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +18,14 @@ from typing import Any
 from ..strategies.base import available_strategies, get_strategy
 from ..systems import get_system
 
-__all__ = ["StrategySpec", "jsonable", "lookahead", "strategy_spec"]
+__all__ = [
+    "StrategySpec",
+    "cell_specs",
+    "configured_spec",
+    "jsonable",
+    "lookahead",
+    "strategy_spec",
+]
 
 
 @dataclass(frozen=True)
@@ -103,3 +113,62 @@ def lookahead(spec: StrategySpec) -> int:
         return -1
     value = declared(spec.config) if callable(declared) else declared
     return int(value)
+
+
+def configured_spec(name: str, overrides: dict[str, Any], pde: str) -> StrategySpec:
+    """The spec of a strategy named as a string, its Config built from ``overrides``."""
+    spec = StrategySpec(name, name, get_strategy(name).Config(**overrides))
+    if spec.name == "controller" and spec.config.controller is None:
+        spec = dataclasses.replace(
+            spec,
+            config=dataclasses.replace(spec.config, controller=get_system(pde).shipped_controller),
+        )
+    return strategy_spec(spec, pde)
+
+
+def cell_specs(
+    strategies: Sequence[Any] | None,
+    specs: Sequence[StrategySpec],
+    regimes: Sequence[str],
+    preset_options: dict[str, dict[str, Any]],
+    user_options: dict[str, dict[str, Any]],
+    entry_of: Callable[[str, str], dict[str, Any] | None],
+    pde: str,
+) -> dict[tuple[str, str], tuple[StrategySpec, str]]:
+    """Per (label, regime): the spec the cell runs and where its configuration came from
+    (``"tuned"``, ``"tuned, untrusted (<n> trials)"``, ``"default"`` or ``"given"``).
+
+    Strategies named as plain strings take the tuned entry of their regime, with the preset's
+    options over it (cost caps, e.g. quick's vc iterations; the source then says "capped by
+    the preset") and ``strategy_options`` over both; anything given as a Config runs as
+    given.  ``entry_of(regime, name)``: the tuned entry (``{"config": ..., "trusted": ...}``)
+    or None."""
+    if isinstance(strategies, str):
+        strategies = [strategies]
+    plain = set(
+        available_strategies()
+        if strategies is None
+        else [s for s in strategies if isinstance(s, str)]
+    )
+    out: dict[tuple[str, str], tuple[StrategySpec, str]] = {}
+    for spec in specs:
+        for regime in regimes:
+            key = (spec.label, regime)
+            if spec.label not in plain:
+                out[key] = (spec, "given")
+                continue
+            entry = entry_of(regime, spec.name)
+            if entry is None:
+                out[key] = (spec, "default")
+                continue
+            caps = preset_options.get(spec.name, {})
+            overrides = {**entry["config"], **caps, **user_options.get(spec.name, {})}
+            source = (
+                "tuned"
+                if entry.get("trusted", False)
+                else f"tuned, untrusted ({entry.get('complete_trials', 0)} trials)"
+            )
+            if any(entry["config"].get(k, v) != v for k, v in caps.items()):
+                source += ", capped by the preset"
+            out[key] = (configured_spec(spec.name, overrides, pde), source)
+    return out

@@ -112,7 +112,7 @@ class RegimeDistribution:
         Kolmogorov 64x64: 2..16), random fractions log-uniform in
         ``[max(1.5 / n_points, 0.005), 0.1]``, ``every`` in {1, 2, 4, 8}, sigma_y
         log-uniform in [0.05, 0.5], random stride phase: it covers the six presets of
-        docs/design.md §6 (strides 4, 16 / 8; 2 %; every 1, 8; sigma_y 0.1) as interior points.
+        docs/design.md §6 (strides 4, 16 / 8; 2 %; every 1, 8; sigma_y 0.05, at the edge).
         """
         space = tuple(frame_shape[1:])
         n_points = math.prod(space)
@@ -134,7 +134,7 @@ class RegimeDistribution:
     def presets(cls, pde: str) -> RegimeDistribution:
         """The six named regimes of docs/design.md §6 as one distribution (``pde`` "ks" or
         "kolmogorov"): dense or sparse stride, or a 2 % random fraction (each with
-        probability 1/3), ``every`` 1 or 8, sigma_y 0.1, random stride phase.
+        probability 1/3), ``every`` 1 or 8, the presets' sigma_y, random stride phase.
 
         A narrower training distribution than :meth:`randomised`: in a KS trial the wide one
         (strides 2-32, sigma_y 0.05-0.5) let the densest, least noisy windows (costs 30x

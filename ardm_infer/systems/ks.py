@@ -44,7 +44,7 @@ class KuramotoSivashinskySystem(System):
     physics_name = "total variation"
     physics_label = "total variation of u"
     preset_strides = MappingProxyType({"dense": 4, "sparse": 16})
-    quick_horizon = 64
+    quick_horizon = 48
     short_horizon = 140
     long_horizon = 640
     field_times = None
