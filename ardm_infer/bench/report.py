@@ -182,7 +182,8 @@ def format_table(summary_df: pd.DataFrame) -> str:
         f"*: significantly lowest on the regime (paired {level} intervals vs every other "
         "strategy); ahead: frames of future observations read (?: unknown); config: tuned "
         "on validation trajectories, untrusted (too few tuning trials), default (library "
-        "defaults) or given; SSR 1 = calibrated; ×forecast: ms/frame relative to forecast"
+        "defaults), given, or — (nothing to tune); SSR 1 = calibrated; ×forecast: ms/frame "
+        "relative to forecast"
     )
     failures = failure_lines(summary_df)
     if failures:
@@ -225,6 +226,8 @@ def _config_label(source: str) -> str:
     """Short form of a cell's ``config_source`` for the tables."""
     if not source:
         return "?"
+    if source == "nothing to tune":
+        return "—"
     short = "untrusted" if source.startswith("tuned, untrusted") else source.split(",")[0]
     return short + ("+cap" if "capped" in source else "")
 

@@ -168,6 +168,8 @@ def cell_specs(
                 if entry.get("trusted", False)
                 else f"tuned, untrusted ({entry.get('complete_trials', 0)} trials)"
             )
+            if entry.get("search_space") == "none":
+                source = "nothing to tune"
             if any(entry["config"].get(k, v) != v for k, v in caps.items()):
                 source += ", capped by the preset"
             out[key] = (configured_spec(spec.name, overrides, pde), source)
