@@ -75,8 +75,7 @@ def tuned_strategies(pde: str, regimes: list[str]) -> list[str]:
     return [
         n
         for n in order
-        if n == "forecast"
-        or (n in names and all(tuned_entry(payload, r, n, pde) for r in regimes))
+        if n == "forecast" or (n in names and all(tuned_entry(payload, r, n, pde) for r in regimes))
     ]
 
 
@@ -121,9 +120,11 @@ def main() -> None:
     print(ds.attrs.get("tuned", ""))
 
     others = [s for s in strategies if s != "forecast"]
-    enkf_beats = sum(paired_beats(ds, "enkf", "forecast", r) for r in regimes) if (
-        "enkf" in strategies
-    ) else 0
+    enkf_beats = (
+        sum(paired_beats(ds, "enkf", "forecast", r) for r in regimes)
+        if ("enkf" in strategies)
+        else 0
+    )
     best_beats = 0
     for r in regimes:
         rows = table[(table.regime == r) & (table.strategy != "forecast") & ~table.failed]

@@ -42,8 +42,7 @@ def main(pdes: list[str]) -> None:
                     f"{entry['config']}{flag}"
                 )
         print(
-            f"pde={system.name} entries={entries} trusted={trusted} "
-            f"tuning_hours={total / 3600:.2f}"
+            f"pde={system.name} entries={entries} trusted={trusted} tuning_hours={total / 3600:.2f}"
         )
 
 
