@@ -246,6 +246,25 @@ def _plural(count: int, word: str, plural: str | None = None) -> str:
     return f"{count} {word if count == 1 else plural or word + 's'}"
 
 
+def _against_forecast(ds: Any) -> str:
+    """One line: in how many regimes the forecast is significantly worse than the best."""
+    from .bench.stats import beats_reference
+
+    verdicts = beats_reference(ds)
+    if all(best is None for best, _ in verdicts.values()):
+        return "forecast vs best: (no forecast, or nothing else to compare)"
+    wins = sum(significant for _, significant in verdicts.values())
+    parts = [
+        f"{regime} {best}{'*' if significant else ''}"
+        for regime, (best, significant) in verdicts.items()
+        if best is not None
+    ]
+    return (
+        f"forecast significantly worse than the best strategy (time-mean RMSE, paired 95%): "
+        f"{wins}/{len(verdicts)} regimes [{', '.join(parts)}; *: significant]"
+    )
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import benchmark
     from .bench.report import format_table, summary, write_report
@@ -262,6 +281,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         horizon, seed = ds.attrs["horizon"], ds.attrs["seed"]
         print(f"\n{pde}: {members}, horizon {horizon}, {trajectories}, seed {seed}")
         print(format_table(summary(ds)))
+        print(_against_forecast(ds))
         report = write_report(ds, out, figures=request["figures"])
         print(f"report: {report}")
         print(f"results: {out / 'results.nc'} (table: {out / 'summary.csv'})")

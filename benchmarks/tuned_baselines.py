@@ -37,7 +37,7 @@ import numpy as np
 
 from ardm_infer.bench import benchmark
 from ardm_infer.bench.report import format_table, summary
-from ardm_infer.bench.stats import critical_value, trajectory_time_means
+from ardm_infer.bench.stats import beats_reference, critical_value, trajectory_time_means
 from ardm_infer.observe import PRESET_NAMES
 from ardm_infer.systems import get_system
 from ardm_infer.tuning import load_tuned, shipped_tuned_path, tuned_entry
@@ -125,12 +125,7 @@ def main() -> None:
         if ("enkf" in strategies)
         else 0
     )
-    best_beats = 0
-    for r in regimes:
-        rows = table[(table.regime == r) & (table.strategy != "forecast") & ~table.failed]
-        if len(rows):
-            best = str(rows.sort_values("rmse").iloc[0].strategy)
-            best_beats += paired_beats(ds, best, "forecast", r)
+    best_beats = sum(significant for _, significant in beats_reference(ds).values())
     blow = np.asarray(ds["blow_up"].sel(strategy=others).any(dim=("trajectory", "time")).values)
     failed = np.asarray(ds["failed"].sel(strategy=others).values, dtype=bool)
     blow_ups = int((blow | failed).sum())

@@ -45,3 +45,18 @@ def test_the_second_half_is_the_later_half_of_the_frames():
     ds = _result([1.0], [1.0])
     ds["rmse"][:] = np.arange(4.0)[None, None, None, :]
     assert _script().second_half_rmse(ds, "enkf", "sparse") == 2.5
+
+
+def test_beats_reference_names_the_best_and_agrees_with_the_script():
+    from ardm_infer.bench.stats import beats_reference
+
+    clear = _result([0.3, 0.1, 0.2, 0.4], [0.2, 0.05, 0.15, 0.3])
+    mixed = _result([0.3, 0.1, 0.2, 0.4], [0.1, 0.2, 0.1, 0.2])
+    assert beats_reference(clear) == {"sparse": ("enkf", True)}
+    assert beats_reference(mixed) == {"sparse": ("enkf", False)}
+    script = _script()
+    for ds in (clear, mixed):
+        assert beats_reference(ds)["sparse"][1] == script.paired_beats(
+            ds, "enkf", "forecast", "sparse"
+        )
+    assert beats_reference(clear, reference="none") == {"sparse": (None, False)}

@@ -57,6 +57,7 @@ if TYPE_CHECKING:
 __all__ = [
     "SUMMARY_COLUMNS",
     "SkillScores",
+    "beats_reference",
     "cell_failures",
     "critical_value",
     "finite_mean",
@@ -486,6 +487,37 @@ def _summary_row(
         "failed": bool(stats["failed"][s, r]),
         "failure": str(stats["failure"][s, r]),
     }
+
+
+def beats_reference(
+    ds: xr.Dataset, reference: str = "forecast", metric: str = "rmse", confidence: float = 0.95
+) -> dict[str, tuple[str | None, bool]]:
+    """Per regime: the strategy (other than ``reference``) with the lowest time-mean
+    ``metric``, and whether ``reference`` is significantly worse than it (the paired
+    ``confidence`` interval of the per-trajectory differences lies above zero).
+
+    Returns:
+        ``{regime: (best label or None, significant)}``; None where no other strategy has a
+        finite score (or ``reference`` was not run: then every entry is ``(None, False)``).
+    """
+    strategies = [str(s) for s in ds["strategy"].values]
+    regimes = [str(r) for r in ds["regime"].values]
+    if reference not in strategies:
+        return {r: (None, False) for r in regimes}
+    per_traj = np.asarray(trajectory_time_means(ds, metric).values, dtype=float)
+    means = finite_mean(per_traj, axis=-1)
+    ref = strategies.index(reference)
+    out: dict[str, tuple[str | None, bool]] = {}
+    for r, regime in enumerate(regimes):
+        cand = [s for s in range(len(strategies)) if s != ref and np.isfinite(means[s, r])]
+        if not cand:
+            out[regime] = (None, False)
+            continue
+        best = min(cand, key=lambda s: means[s, r])
+        diff = per_traj[ref, r] - per_traj[best, r]
+        mean, half, n = mean_and_half_width(diff, confidence)
+        out[regime] = (strategies[best], bool(n >= 2 and mean - half > 0.0))
+    return out
 
 
 def summary(ds: xr.Dataset, confidence: float = 0.95, reference: str = "forecast") -> pd.DataFrame:
