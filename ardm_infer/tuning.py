@@ -82,7 +82,7 @@ class Trialish(Protocol):
         ...
 
 
-def _enkf(trial: Any, frame_points: int) -> dict[str, Any]:
+def _enkf(trial: Any, frame_side: int) -> dict[str, Any]:
     radius = trial.suggest_categorical("localise", [False, True])
     out = {
         "variant": trial.suggest_categorical("variant", ["perturbed", "etkf"]),
@@ -92,7 +92,7 @@ def _enkf(trial: Any, frame_points: int) -> dict[str, Any]:
     }
     if radius:
         out["localisation_radius"] = trial.suggest_float(
-            "localisation_radius", 2.0, max(4.0, frame_points / 4), log=True
+            "localisation_radius", 2.0, max(4.0, frame_side / 4), log=True
         )
     return out
 
@@ -141,7 +141,9 @@ SEARCH_SPACES: dict[str, Callable[[Any, int], dict[str, Any]]] = {
     "vc": _vc,
     "controller": _controller,
 }
-"""Per strategy: ``(trial, points per frame) -> Config overrides``."""
+"""Per strategy: ``(trial, frame side) -> Config overrides``; the frame side is the shortest
+spatial side of a frame in grid points (KS 256, Kolmogorov 64), which bounds the search range
+of the localisation radius (distances are per axis in grid units)."""
 
 
 @dataclass(frozen=True)
@@ -217,7 +219,8 @@ def run_study(
             configuration that fails (non-finite ensemble, refused setting).
         chunks: validation chunks; the trial's running mean is reported after each one
             and the median pruner may stop it.
-        frame_points: points per frame (scales the localisation range).
+        frame_points: the shortest spatial side of a frame in grid points (scales the
+            localisation range; see :data:`SEARCH_SPACES`).
         trials: total trials wanted (finished ones in the storage count).
         seconds: wall-time budget of this call (None: no limit).
         seed: the TPE sampler's seed.
@@ -442,7 +445,7 @@ def tune(
         )
     process, _ = load_process(ardm, system.name)
     model_sha = process.card["sha256"]
-    points = math.prod(process.frame_shape)
+    points = min(process.frame_shape[1:])  # the shortest side: localisation is per axis
     protocol = {
         "pde": system.name,
         "ardm": ardm,
