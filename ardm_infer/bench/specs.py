@@ -136,7 +136,8 @@ def cell_specs(
     pde: str,
 ) -> dict[tuple[str, str], tuple[StrategySpec, str]]:
     """Per (label, regime): the spec the cell runs and where its configuration came from
-    (``"tuned"``, ``"tuned, untrusted (<n> trials)"``, ``"default"`` or ``"given"``).
+    (``"tuned"``, ``"tuned, untrusted (<n> trials)"``, ``"nothing to tune"``, ``"default"``
+    or ``"given"``, with ``", capped by the preset"`` where a cap replaced a tuned value).
 
     Strategies named as plain strings take the tuned entry of their regime, with the preset's
     options over it (cost caps, e.g. quick's vc iterations; the source then says "capped by
