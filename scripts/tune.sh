@@ -13,7 +13,7 @@ REGIMES="sparse;dense;random;sparse-gappy;dense-gappy;random-gappy"
 case "$PDE" in
   ks)
     SIZES=(--horizon 64 --members 8 --validation-trajectories 4 --chunks 2)
-    TRIALS="enkf=15,controller=8,smc=12,dps=10,vc=4"
+    TRIALS="enkf=20,controller=12,smc=12,dps=12,vc=4"
     SECONDS_="enkf=600,controller=300,smc=600,dps=900,vc=1500"
     ;;
   kolmogorov)
