@@ -30,14 +30,13 @@ Cells are saved as they finish under ``--out``: rerunning the same command resum
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 import numpy as np
 
 from ardm_infer.bench import benchmark
 from ardm_infer.bench.report import format_table, summary
-from ardm_infer.bench.stats import beats_reference, critical_value, trajectory_time_means
+from ardm_infer.bench.stats import beats_reference, mean_and_half_width, trajectory_time_means
 from ardm_infer.observe import PRESET_NAMES
 from ardm_infer.systems import get_system
 from ardm_infer.tuning import load_tuned, shipped_tuned_path, tuned_entry
@@ -48,11 +47,8 @@ def paired_beats(ds, better: str, worse: str, regime: str, confidence: float = 0
     paired ``confidence`` interval of the per-trajectory difference excluding zero."""
     means = trajectory_time_means(ds, "rmse").sel(regime=regime)
     d = np.asarray(means.sel(strategy=worse) - means.sel(strategy=better), dtype=float)
-    d = d[np.isfinite(d)]
-    if d.size < 2:
-        return False
-    half = critical_value(d.size, confidence) * float(d.std(ddof=1)) / math.sqrt(d.size)
-    return float(d.mean()) - half > 0.0
+    mean, half, n = mean_and_half_width(d, confidence)
+    return bool(n >= 2 and mean - half > 0.0)
 
 
 def second_half_rmse(ds, strategy: str, regime: str) -> float:
@@ -67,9 +63,9 @@ def tuned_strategies(pde: str, regimes: list[str]) -> list[str]:
     path = shipped_tuned_path(pde)
     if path is None:
         return ["forecast"]
-    import json
+    from ardm_infer import load_ardm
 
-    payload = load_tuned(path, json.loads(path.read_text())["model_sha256"])
+    payload = load_tuned(path, load_ardm(get_system(pde).shipped_ardm).card["sha256"])
     names = {n for entries in payload["entries"].values() for n in entries}
     order = ["forecast", "enkf", "smc", "dps", "controller", "vc"]
     return [
