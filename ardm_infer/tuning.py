@@ -60,7 +60,19 @@ TUNED_KIND = "ardm_infer.tuned-configs"
 """The kind of the JSON artifact that holds tuned configurations (:mod:`ardm_infer.artifacts`)."""
 
 MIN_TRUSTED_TRIALS = 10
-"""Fewer finished trials than this and an entry is marked ``trusted: false``."""
+"""Fewer finished trials than this (completed or pruned) and an entry is marked
+``trusted: false``.  Pruned trials count: each was scored on the first validation chunk and
+found worse than the running median there, which is what the TPE sampler learns from."""
+
+MIN_COMPLETE_TRIALS = 3
+"""Fewer fully evaluated trials than this and an entry is marked ``trusted: false`` whatever
+the number of pruned ones."""
+
+def is_trusted(trials: int, complete: int) -> bool:
+    """Whether a study with ``trials`` finished trials, ``complete`` of them fully evaluated,
+    explored its space enough to ship its best setting as tuned."""
+    return trials >= MIN_TRUSTED_TRIALS and complete >= MIN_COMPLETE_TRIALS
+
 
 TIE_TOLERANCE = 0.005
 """Relative CRPS band within which the lower RMSE decides."""
@@ -422,7 +434,8 @@ def tune(
     sha256 of the ARDM's card (:func:`~ardm_infer.artifacts.save_json_artifact`); entries of
     other studies already in ``out`` are kept.  ``trials`` / ``seconds``: budgets, one number
     for every strategy or a dict per strategy.  An entry with fewer than
-    :data:`MIN_TRUSTED_TRIALS` finished trials is written with ``trusted: false``.
+    :data:`MIN_TRUSTED_TRIALS` finished trials (completed or pruned) or fewer than
+    :data:`MIN_COMPLETE_TRIALS` completed ones is written with ``trusted: false``.
 
     Returns:
         The payload written: ``{"protocol": {...}, "entries": {regime: {strategy: {...}}}}``.
@@ -508,7 +521,7 @@ def tune(
                 "validation_rmse": result.rmse,
                 "trials": result.trials,
                 "complete_trials": result.complete,
-                "trusted": result.complete >= MIN_TRUSTED_TRIALS
+                "trusted": is_trusted(result.trials, result.complete)
                 or not _has_space(SEARCH_SPACES[name]),
                 "search_space": inspect.getsource(SEARCH_SPACES[name])
                 if name != "forecast"

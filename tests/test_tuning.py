@@ -52,6 +52,14 @@ def test_every_search_space_builds_valid_configs(name):
         config_type(**overrides)  # every corner of the space is a valid Config
 
 
+def test_trust_counts_pruned_trials_but_needs_some_complete_ones():
+    from ardm_infer.tuning import MIN_COMPLETE_TRIALS, MIN_TRUSTED_TRIALS, is_trusted
+
+    assert is_trusted(MIN_TRUSTED_TRIALS, MIN_COMPLETE_TRIALS)
+    assert not is_trusted(MIN_TRUSTED_TRIALS - 1, MIN_TRUSTED_TRIALS - 1)
+    assert not is_trusted(MIN_TRUSTED_TRIALS + 20, MIN_COMPLETE_TRIALS - 1)
+
+
 def test_a_space_naming_a_missing_field_is_refused():
     with pytest.raises(ValueError, match="not fields of its Config"):
         check_space("enkf", get_strategy("enkf").Config, {"inflation": 1.1, "inflate": 2})
@@ -240,7 +248,12 @@ def test_the_benchmark_runs_each_regime_with_its_tuned_config(tmp_path):
         {
             "sparse": {"enkf": {"config": {"inflation": 1.25, "rtps": 0.3}, "trusted": True}},
             "dense": {
-                "enkf": {"config": {"inflation": 1.05}, "trusted": False, "complete_trials": 3}
+                "enkf": {
+                    "config": {"inflation": 1.05},
+                    "trusted": False,
+                    "trials": 3,
+                    "complete_trials": 2,
+                }
             },
         },
     )

@@ -167,7 +167,7 @@ def cell_specs(
             source = (
                 "tuned"
                 if entry.get("trusted", False)
-                else f"tuned, untrusted ({entry.get('complete_trials', 0)} trials)"
+                else f"tuned, untrusted ({entry.get('trials', 0)} trials)"
             )
             if entry.get("search_space") == "none":
                 source = "nothing to tune"
