@@ -218,7 +218,7 @@ def run_study(
     space: Callable[[Any, int], dict[str, Any]] | None = None,
     label: str | None = None,
     warm_start: Sequence[dict[str, Any]] = (),
-) -> StudyResult:
+) -> StudyResult | None:
     """Run (or resume) one Optuna study and return its best configuration.
 
     Args:
@@ -242,6 +242,10 @@ def run_study(
         label: the progress bar's name (default: ``study_name``).
         warm_start: raw parameter sets (``StudyResult.params`` of another study, e.g. the
             same strategy on another regime) tried first when the study is new.
+
+    Returns:
+        The best finished trial's result, or None while the study has no unpruned trial with
+        a finite score (``trials=0`` on a new study: nothing to export yet).
     """
     import optuna
 
@@ -292,6 +296,8 @@ def run_study(
     scored = [
         (t.value, t.user_attrs.get("rmse", math.inf), t.user_attrs["overrides"]) for t in complete
     ]
+    if not any(math.isfinite(c) and math.isfinite(r) for c, r, _ in scored):
+        return None  # nothing finished yet (budget 0, or every trial pruned or failed)
     index = best_trial(scored)
     best = scored[index]
     return StudyResult(
@@ -512,6 +518,10 @@ def tune(
                 label=f"{regime} / {name}",
                 warm_start=warm,
             )
+            if result is None:
+                if progress:
+                    print(f"{regime} / {name}: no finished trial yet, no entry written")
+                continue
             warm = [result.params] if result.params else []
             payload["entries"].setdefault(regime, {})[name] = {
                 "regime_spec": spec,
