@@ -68,6 +68,7 @@ MIN_COMPLETE_TRIALS = 3
 """Fewer fully evaluated trials than this and an entry is marked ``trusted: false`` whatever
 the number of pruned ones."""
 
+
 def is_trusted(trials: int, complete: int) -> bool:
     """Whether a study with ``trials`` finished trials, ``complete`` of them fully evaluated,
     explored its space enough to ship its best setting as tuned."""

@@ -150,7 +150,13 @@ def test_a_study_resumes_from_its_storage(twin_objective, tmp_path):
     assert first.trials == again.trials == 4 and again.seconds < first.seconds
     assert more.trials == 6
     empty = run_study(
-        "empty", *args[1:], chunks=1, frame_points=8, trials=0, seconds=None, progress=False,
+        "empty",
+        *args[1:],
+        chunks=1,
+        frame_points=8,
+        trials=0,
+        seconds=None,
+        progress=False,
         space=space,
     )
     assert empty is None  # a budget of 0 on a new study exports nothing
