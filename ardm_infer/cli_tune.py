@@ -52,6 +52,13 @@ def add_tune_parser(sub: Any, positive: Any) -> None:
     )
     p.add_argument("--chunks", type=positive, default=2, help="pruning checkpoints per trial")
     p.add_argument(
+        "--confirm-horizon",
+        type=positive,
+        default=None,
+        help="frames the chosen setting must run on the validation trajectories without "
+        "blowing up (else the next best is taken; default: no check)",
+    )
+    p.add_argument(
         "--initial",
         default=None,
         help="the initial condition (docs/protocol.md; default: the protocol's background)",
@@ -96,6 +103,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         members=args.members,
         validation_trajectories=args.validation_trajectories,
         chunks=args.chunks,
+        confirm_horizon=args.confirm_horizon,
         initial=initial,
         ardm=args.ardm,
         seed=args.seed,

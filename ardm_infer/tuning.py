@@ -171,6 +171,8 @@ class StudyResult:
         params: the chosen trial's raw search-space values (to warm-start another study).
         trial_seconds: wall time of all finished trials of the study, in every session
             (from Optuna's trial timestamps: a killed run's finished trials count).
+        stable: whether the chosen setting passed the stability check (``confirm`` of
+            :func:`run_study`); None when none was asked for.
     """
 
     overrides: dict[str, Any]
@@ -181,6 +183,7 @@ class StudyResult:
     seconds: float
     params: dict[str, Any] = dataclasses.field(default_factory=dict)
     trial_seconds: float = 0.0
+    stable: bool | None = None
 
 
 def best_trial(values: Sequence[tuple[float, float, dict[str, Any]]]) -> int:
@@ -194,6 +197,42 @@ def best_trial(values: Sequence[tuple[float, float, dict[str, Any]]]) -> int:
     best_crps = min(values[i][0] for i in finite)
     near = [i for i in finite if values[i][0] <= best_crps * (1 + TIE_TOLERANCE)]
     return min(near, key=lambda i: (values[i][1], values[i][0]))
+
+
+MAX_CONFIRMED = 5
+"""Candidates a stability check tries, best first, before giving up (:func:`run_study`)."""
+
+
+def _confirmed(
+    study: Any,
+    complete: list[Any],
+    scored: list[tuple[float, float, dict[str, Any]]],
+    confirm: Callable[[dict[str, Any]], None],
+    tag: str,
+) -> tuple[int, bool]:
+    """The index (into ``complete``) of the best candidate that passes ``confirm``, and
+    whether one did (else the overall best, False).  Verdicts are cached in the study."""
+    key = f"stable:{tag}"
+    verdicts: dict[str, str] = dict(study.user_attrs.get(key, {}))
+    remaining = list(range(len(scored)))
+    first = None
+    for _ in range(min(MAX_CONFIRMED, len(scored))):
+        pick = remaining[best_trial([scored[i] for i in remaining])]
+        first = pick if first is None else first
+        number = str(complete[pick].number)
+        if number not in verdicts:
+            try:
+                confirm(scored[pick][2])
+                verdicts[number] = "ok"
+            except FloatingPointError as err:
+                verdicts[number] = f"unstable: {str(err)[:200]}"
+            study.set_user_attr(key, verdicts)
+        if verdicts[number] == "ok":
+            return pick, True
+        remaining.remove(pick)
+        if not any(math.isfinite(scored[i][0]) for i in remaining):
+            break
+    return (first if first is not None else best_trial(scored)), False
 
 
 def check_space(name: str, config_type: type, overrides: dict[str, Any]) -> None:
@@ -219,6 +258,8 @@ def run_study(
     space: Callable[[Any, int], dict[str, Any]] | None = None,
     label: str | None = None,
     warm_start: Sequence[dict[str, Any]] = (),
+    confirm: Callable[[dict[str, Any]], None] | None = None,
+    confirm_tag: str = "",
 ) -> StudyResult | None:
     """Run (or resume) one Optuna study and return its best configuration.
 
@@ -243,6 +284,13 @@ def run_study(
         label: the progress bar's name (default: ``study_name``).
         warm_start: raw parameter sets (``StudyResult.params`` of another study, e.g. the
             same strategy on another regime) tried first when the study is new.
+        confirm: a stability check of a candidate's overrides (for example the same
+            validation trajectories over the full evaluation horizon) that raises
+            ``FloatingPointError`` when the run fails or blows up.  Candidates are tried in
+            the order of the selection rule, at most :data:`MAX_CONFIRMED`; the first that
+            passes is chosen.  Verdicts are cached in the study (user attribute
+            ``stable:<confirm_tag>``), so a resumed study does not rerun them.  If none passes,
+            the best is returned with ``stable=False``.
 
     Returns:
         The best finished trial's result, or None while the study has no unpruned trial with
@@ -300,6 +348,9 @@ def run_study(
     if not any(math.isfinite(c) and math.isfinite(r) for c, r, _ in scored):
         return None  # nothing finished yet (budget 0, or every trial pruned or failed)
     index = best_trial(scored)
+    stable = None
+    if confirm is not None:
+        index, stable = _confirmed(study, complete, scored, confirm, confirm_tag)
     best = scored[index]
     return StudyResult(
         overrides=best[2],
@@ -309,6 +360,7 @@ def run_study(
         complete=len(complete),
         seconds=time.perf_counter() - t0,
         params=dict(complete[index].params),
+        stable=stable,
         trial_seconds=sum(
             (t.datetime_complete - t.datetime_start).total_seconds()
             for t in study.trials
@@ -407,6 +459,8 @@ def validation_evaluator(
         ds = run_cell(task)
         if bool(ds["failed"].values.any()):
             raise FloatingPointError(str(ds["failure"].values.ravel()[0]))
+        if "blow_up" in ds and bool(ds["blow_up"].values.any()):
+            raise FloatingPointError("a member blew up (non-finite or beyond the blow-up bound)")
         crps = float(ds["crps"].mean())
         rmse = float(ds["rmse"].mean())
         if not (math.isfinite(crps) and math.isfinite(rmse)):
@@ -433,6 +487,7 @@ def tune(
     ardm: str | None = None,
     seed: int = 0,
     progress: bool = True,
+    confirm_horizon: int | None = None,
 ) -> dict[str, Any]:
     """Tune ``strategies`` on ``regimes`` of ``pde`` on validation trajectories only.
 
@@ -443,6 +498,13 @@ def tune(
     for every strategy or a dict per strategy.  An entry with fewer than
     :data:`MIN_TRUSTED_TRIALS` finished trials (completed or pruned) or fewer than
     :data:`MIN_COMPLETE_TRIALS` completed ones is written with ``trusted: false``.
+
+    ``confirm_horizon``: before a setting is chosen it must run this many frames on all the
+    validation trajectories without failing or blowing up (settings tuned on a short horizon
+    can diverge beyond it); the best-ranked setting that does is shipped, and an entry whose
+    candidates all diverged is written with ``stable: false, trusted: false``.  The check is
+    not part of the protocol (it does not rename the studies) and its verdicts are cached in
+    them.
 
     Returns:
         The payload written: ``{"protocol": {...}, "entries": {regime: {strategy: {...}}}}``.
@@ -503,6 +565,23 @@ def tune(
                 initial=initial,
                 seed=seed,
             )
+            confirm = None
+            if confirm_horizon is not None and _has_space(SEARCH_SPACES[name]):
+                full = validation_evaluator(
+                    system.name,
+                    ardm,
+                    regime,
+                    name,
+                    horizon=confirm_horizon,
+                    members=members,
+                    chunk_size=validation_trajectories,
+                    initial=initial,
+                    seed=seed,
+                )
+
+                def confirm(overrides: dict[str, Any], full=full) -> None:
+                    full(overrides, 0)
+
             study = f"{system.name}|{spec}|{name}|{json.dumps(protocol, sort_keys=True)}"
             result = run_study(
                 study,
@@ -518,12 +597,17 @@ def tune(
                 progress=progress,
                 label=f"{regime} / {name}",
                 warm_start=warm,
+                confirm=confirm,
+                confirm_tag=f"h{confirm_horizon}",
             )
             if result is None:
                 if progress:
                     print(f"{regime} / {name}: no finished trial yet, no entry written")
                 continue
             warm = [result.params] if result.params else []
+            checked = {}
+            if confirm is not None:
+                checked = {"stable_over": confirm_horizon, "stable": bool(result.stable)}
             payload["entries"].setdefault(regime, {})[name] = {
                 "regime_spec": spec,
                 "config": result.overrides,
@@ -532,13 +616,17 @@ def tune(
                 "validation_rmse": result.rmse,
                 "trials": result.trials,
                 "complete_trials": result.complete,
-                "trusted": is_trusted(result.trials, result.complete)
-                or not _has_space(SEARCH_SPACES[name]),
+                "trusted": (
+                    is_trusted(result.trials, result.complete)
+                    or not _has_space(SEARCH_SPACES[name])
+                )
+                and result.stable is not False,
                 "search_space": inspect.getsource(SEARCH_SPACES[name])
                 if name != "forecast"
                 else "none",
                 "code_version": code_version(),
                 "seconds": round(result.trial_seconds, 1),
+                **checked,
             }
             save_json_artifact(payload, out, kind=TUNED_KIND, model_sha256=model_sha)
     return payload

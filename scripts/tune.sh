@@ -3,8 +3,10 @@
 #   bash scripts/tune.sh ks            (or kolmogorov)
 # Studies live in tuning/<pde>.db (committed); the result is ardm_infer/tuned/<pde>.json.
 # Strategies run cheapest first, each over the six regimes; budgets are per (regime,
-# strategy) study: trials and seconds, whichever ends first.  A killed run loses only the
-# trial in flight.  One core: OMP_NUM_THREADS=1 (set below).
+# strategy) study: trials and seconds, whichever ends first.  The chosen setting of each study
+# must then run the evaluation horizon (KS 140, Kolmogorov 60 frames) on the same validation
+# trajectories without blowing up, else the next best is taken (--confirm-horizon).  A killed
+# run loses only the trial in flight.  One core: OMP_NUM_THREADS=1 (set below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PDE=${1:?usage: bash scripts/tune.sh ks|kolmogorov}
@@ -12,12 +14,12 @@ PY=${PYTHON:-.venv/bin/python}
 REGIMES="sparse;dense;random;sparse-gappy;dense-gappy;random-gappy"
 case "$PDE" in
   ks)
-    SIZES=(--horizon 64 --members 8 --validation-trajectories 4 --chunks 2)
+    SIZES=(--horizon 64 --members 8 --validation-trajectories 4 --chunks 2 --confirm-horizon 140)
     TRIALS="enkf=20,controller=12,smc=12,dps=12,vc=4"
     SECONDS_="enkf=600,controller=300,smc=600,dps=900,vc=900"
     ;;
   kolmogorov)
-    SIZES=(--horizon 24 --members 8 --validation-trajectories 4 --chunks 2)
+    SIZES=(--horizon 24 --members 8 --validation-trajectories 4 --chunks 2 --confirm-horizon 60)
     TRIALS="enkf=12,controller=6,smc=8,dps=8,vc=3"
     SECONDS_="enkf=900,controller=600,smc=900,dps=1200,vc=1800"
     ;;

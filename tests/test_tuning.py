@@ -162,6 +162,36 @@ def test_a_study_resumes_from_its_storage(twin_objective, tmp_path):
     assert empty is None  # a budget of 0 on a new study exports nothing
 
 
+def test_a_setting_that_fails_the_stability_check_gives_way_to_the_next(twin_objective, tmp_path):
+    _, evaluate = twin_objective
+
+    def space(trial, points):
+        return {"inflation": trial.suggest_float("inflation", 1.0, 2.0)}
+
+    args = ("confirm", tmp_path / "tune.db", "enkf", get_strategy("enkf").Config, evaluate)
+    kwargs = dict(chunks=1, frame_points=8, trials=6, seconds=None, progress=False, space=space)
+    plain = run_study(*args, **kwargs)
+    checked: list[float] = []
+
+    def confirm(overrides):
+        checked.append(overrides["inflation"])
+        if overrides["inflation"] == plain.overrides["inflation"]:
+            raise FloatingPointError("diverged over the long horizon")
+
+    chosen = run_study(*args, **kwargs, confirm=confirm, confirm_tag="h9")
+    assert chosen.stable is True
+    assert chosen.overrides["inflation"] != plain.overrides["inflation"]
+    assert checked[0] == plain.overrides["inflation"] and len(checked) == 2
+    again = run_study(*args, **kwargs, confirm=confirm, confirm_tag="h9")
+    assert again.overrides == chosen.overrides and len(checked) == 2  # verdicts are cached
+
+    def never(overrides):
+        raise FloatingPointError("always diverges")
+
+    none = run_study(*args, **kwargs, confirm=never, confirm_tag="h10")
+    assert none.stable is False and none.overrides == plain.overrides
+
+
 def test_the_tuned_file_round_trips_and_refuses_another_model(tmp_path):
     payload = {"protocol": {"pde": "ks"}, "entries": {"sparse": {"enkf": {"config": {}}}}}
     path = tmp_path / "tuned.json"
@@ -199,6 +229,8 @@ def test_the_tune_command_writes_a_bound_file_and_resumes(tmp_path, capsys):
         "2",
         "--chunks",
         "1",
+        "--confirm-horizon",
+        "4",
         "--storage",
         str(tmp_path / "t.db"),
         "--out",
@@ -212,6 +244,8 @@ def test_the_tune_command_writes_a_bound_file_and_resumes(tmp_path, capsys):
     assert entries["forecast"]["trials"] == 1 and entries["enkf"]["trials"] == 2
     assert entries["enkf"]["trusted"] is False  # 2 trials are too few, and it says so
     assert payload["protocol"]["horizon"] == 3
+    assert entries["enkf"]["stable_over"] == 4 and entries["enkf"]["stable"] is True
+    assert "stable" not in entries["forecast"]  # nothing was chosen, nothing to check
     assert cli.main(args) == 0  # resumes: no new trials, the same choice
     again = load_tuned(tmp_path / "tuned.json", load_ardm("ks").card["sha256"])
     assert again["entries"] == payload["entries"]
