@@ -59,6 +59,12 @@ def add_tune_parser(sub: Any, positive: Any) -> None:
         "blowing up (else the next best is taken; default: no check)",
     )
     p.add_argument(
+        "--confirm-trajectories",
+        type=positive,
+        default=None,
+        help="validation trajectories of that check (default: --validation-trajectories)",
+    )
+    p.add_argument(
         "--initial",
         default=None,
         help="the initial condition (docs/protocol.md; default: the protocol's background)",
@@ -104,6 +110,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         validation_trajectories=args.validation_trajectories,
         chunks=args.chunks,
         confirm_horizon=args.confirm_horizon,
+        confirm_trajectories=args.confirm_trajectories,
         initial=initial,
         ardm=args.ardm,
         seed=args.seed,

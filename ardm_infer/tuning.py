@@ -488,6 +488,7 @@ def tune(
     seed: int = 0,
     progress: bool = True,
     confirm_horizon: int | None = None,
+    confirm_trajectories: int | None = None,
 ) -> dict[str, Any]:
     """Tune ``strategies`` on ``regimes`` of ``pde`` on validation trajectories only.
 
@@ -499,12 +500,13 @@ def tune(
     :data:`MIN_TRUSTED_TRIALS` finished trials (completed or pruned) or fewer than
     :data:`MIN_COMPLETE_TRIALS` completed ones is written with ``trusted: false``.
 
-    ``confirm_horizon``: before a setting is chosen it must run this many frames on all the
-    validation trajectories without failing or blowing up (settings tuned on a short horizon
-    can diverge beyond it); the best-ranked setting that does is shipped, and an entry whose
-    candidates all diverged is written with ``stable: false, trusted: false``.  The check is
-    not part of the protocol (it does not rename the studies) and its verdicts are cached in
-    them.
+    ``confirm_horizon``: before a setting is chosen it must run this many frames on the first
+    ``confirm_trajectories`` validation trajectories (default: those tuned on) without
+    failing or blowing up (settings tuned on a short horizon can diverge beyond it, and a rare
+    divergence needs more trajectories to show); the best-ranked setting that does is
+    shipped, and an entry whose candidates all diverged is written with ``stable: false,
+    trusted: false``.  The check is not part of the protocol (it does not rename the studies)
+    and its verdicts are cached in them.
 
     Returns:
         The payload written: ``{"protocol": {...}, "entries": {regime: {strategy: {...}}}}``.
@@ -574,7 +576,7 @@ def tune(
                     name,
                     horizon=confirm_horizon,
                     members=members,
-                    chunk_size=validation_trajectories,
+                    chunk_size=confirm_trajectories or validation_trajectories,
                     initial=initial,
                     seed=seed,
                 )
@@ -598,7 +600,7 @@ def tune(
                 label=f"{regime} / {name}",
                 warm_start=warm,
                 confirm=confirm,
-                confirm_tag=f"h{confirm_horizon}",
+                confirm_tag=f"h{confirm_horizon}n{confirm_trajectories or validation_trajectories}",
             )
             if result is None:
                 if progress:
@@ -607,7 +609,11 @@ def tune(
             warm = [result.params] if result.params else []
             checked = {}
             if confirm is not None:
-                checked = {"stable_over": confirm_horizon, "stable": bool(result.stable)}
+                checked = {
+                    "stable_over": confirm_horizon,
+                    "stable_trajectories": confirm_trajectories or validation_trajectories,
+                    "stable": bool(result.stable),
+                }
             payload["entries"].setdefault(regime, {})[name] = {
                 "regime_spec": spec,
                 "config": result.overrides,

@@ -14,7 +14,7 @@ PY=${PYTHON:-.venv/bin/python}
 REGIMES="sparse;dense;random;sparse-gappy;dense-gappy;random-gappy"
 case "$PDE" in
   ks)
-    SIZES=(--horizon 64 --members 8 --validation-trajectories 4 --chunks 2 --confirm-horizon 140)
+    SIZES=(--horizon 64 --members 8 --validation-trajectories 4 --chunks 2 --confirm-horizon 140 --confirm-trajectories 8)
     TRIALS="enkf=20,controller=12,smc=12,dps=12,vc=4"
     SECONDS_="enkf=600,controller=300,smc=600,dps=900,vc=900"
     ;;

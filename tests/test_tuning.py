@@ -245,6 +245,7 @@ def test_the_tune_command_writes_a_bound_file_and_resumes(tmp_path, capsys):
     assert entries["enkf"]["trusted"] is False  # 2 trials are too few, and it says so
     assert payload["protocol"]["horizon"] == 3
     assert entries["enkf"]["stable_over"] == 4 and entries["enkf"]["stable"] is True
+    assert entries["enkf"]["stable_trajectories"] == 2
     assert "stable" not in entries["forecast"]  # nothing was chosen, nothing to check
     assert cli.main(args) == 0  # resumes: no new trials, the same choice
     again = load_tuned(tmp_path / "tuned.json", load_ardm("ks").card["sha256"])
