@@ -569,7 +569,7 @@ def benchmark(
     frame_shape = tuple(process.frame_shape)
     for name in regime_names:
         parse_regime(name, pde=pde).validate(frame_shape, horizon)
-    from ..tuning import resolve_tuned, tuned_entry
+    from ..tuned_settings import resolve_tuned, tuned_entry
 
     payload, tuned_note = resolve_tuned(
         tuned, pde, process.card.get("sha256") if ardm != SOLVER else None
