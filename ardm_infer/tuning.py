@@ -529,6 +529,7 @@ def tune(
     system = get_system(pde)
     ardm = ardm or system.shipped_ardm
     initial = parse_initial(PROTOCOL_INITIAL if initial is None else initial).spec()
+    confirm_trajectories = confirm_trajectories or validation_trajectories
     if validation_trajectories % chunks:
         raise ValueError(
             f"validation_trajectories={validation_trajectories} must be a multiple of "
@@ -583,7 +584,7 @@ def tune(
                     name,
                     horizon=confirm_horizon,
                     members=members,
-                    chunk_size=confirm_trajectories or validation_trajectories,
+                    chunk_size=confirm_trajectories,
                     initial=initial,
                     seed=seed,
                 )
@@ -607,7 +608,7 @@ def tune(
                 label=f"{regime} / {name}",
                 warm_start=warm,
                 confirm=confirm,
-                confirm_tag=f"h{confirm_horizon}n{confirm_trajectories or validation_trajectories}",
+                confirm_tag=f"h{confirm_horizon}n{confirm_trajectories}",
             )
             if result is None:
                 if progress:
@@ -618,7 +619,7 @@ def tune(
             if confirm is not None:
                 checked = {
                     "stable_over": confirm_horizon,
-                    "stable_trajectories": confirm_trajectories or validation_trajectories,
+                    "stable_trajectories": confirm_trajectories,
                     "stable": bool(result.stable),
                 }
             payload["entries"].setdefault(regime, {})[name] = {

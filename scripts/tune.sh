@@ -4,8 +4,9 @@
 # Studies live in tuning/<pde>.db (committed); the result is ardm_infer/tuned/<pde>.json.
 # Strategies run cheapest first, each over the six regimes; budgets are per (regime,
 # strategy) study: trials and seconds, whichever ends first.  The chosen setting of each study
-# must then run the evaluation horizon (KS 140, Kolmogorov 60 frames) on the same validation
-# trajectories without blowing up, else the next best is taken (--confirm-horizon).  A killed
+# must then run the evaluation horizon (KS 140, Kolmogorov 60 frames) on validation
+# trajectories (KS 8, Kolmogorov its 4) without blowing up, else the next best is taken
+# (--confirm-horizon, --confirm-trajectories).  A killed
 # run loses only the trial in flight.  One core: OMP_NUM_THREADS=1 (set below).
 set -euo pipefail
 cd "$(dirname "$0")/.."

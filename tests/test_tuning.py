@@ -131,45 +131,33 @@ def test_the_tuner_finds_what_a_fine_grid_finds(twin_objective, tmp_path):
     assert worst > best_grid * 1.05  # the inflation matters on this problem
 
 
+def _inflation_space(trial, points):
+    return {"inflation": trial.suggest_float("inflation", 1.0, 2.0)}
+
+
+def _study_args(name, tmp_path, evaluate):
+    return (name, tmp_path / "tune.db", "enkf", get_strategy("enkf").Config, evaluate)
+
+
+_SMALL = dict(chunks=1, frame_points=8, seconds=None, progress=False, space=_inflation_space)
+
+
 def test_a_study_resumes_from_its_storage(twin_objective, tmp_path):
     _, evaluate = twin_objective
-
-    def space(trial, points):
-        return {"inflation": trial.suggest_float("inflation", 1.0, 2.0)}
-
-    args = ("resume", tmp_path / "tune.db", "enkf", get_strategy("enkf").Config, evaluate)
-    first = run_study(
-        *args, chunks=1, frame_points=8, trials=4, seconds=None, progress=False, space=space
-    )
-    again = run_study(
-        *args, chunks=1, frame_points=8, trials=4, seconds=None, progress=False, space=space
-    )
-    more = run_study(
-        *args, chunks=1, frame_points=8, trials=6, seconds=None, progress=False, space=space
-    )
+    args = _study_args("resume", tmp_path, evaluate)
+    first = run_study(*args, trials=4, **_SMALL)
+    again = run_study(*args, trials=4, **_SMALL)
+    more = run_study(*args, trials=6, **_SMALL)
     assert first.trials == again.trials == 4 and again.seconds < first.seconds
     assert more.trials == 6
-    empty = run_study(
-        "empty",
-        *args[1:],
-        chunks=1,
-        frame_points=8,
-        trials=0,
-        seconds=None,
-        progress=False,
-        space=space,
-    )
+    empty = run_study(*_study_args("empty", tmp_path, evaluate), trials=0, **_SMALL)
     assert empty is None  # a budget of 0 on a new study exports nothing
 
 
 def test_a_setting_that_fails_the_stability_check_gives_way_to_the_next(twin_objective, tmp_path):
     _, evaluate = twin_objective
-
-    def space(trial, points):
-        return {"inflation": trial.suggest_float("inflation", 1.0, 2.0)}
-
-    args = ("confirm", tmp_path / "tune.db", "enkf", get_strategy("enkf").Config, evaluate)
-    kwargs = dict(chunks=1, frame_points=8, trials=6, seconds=None, progress=False, space=space)
+    args = _study_args("confirm", tmp_path, evaluate)
+    kwargs = dict(trials=6, **_SMALL)
     plain = run_study(*args, **kwargs)
     checked: list[float] = []
 
@@ -301,11 +289,20 @@ def test_the_benchmark_runs_each_regime_with_its_tuned_config(tmp_path):
                     "complete_trials": 2,
                 }
             },
+            "stride=8, every=1, sigma=0.05": {
+                "enkf": {
+                    "config": {"inflation": 1.3},
+                    "trusted": False,
+                    "trials": 12,
+                    "stable_over": 140,
+                    "stable": False,
+                }
+            },
         },
     )
     given = ("enkf-given", "enkf", get_strategy("enkf").Config(inflation=1.5))
     kwargs = dict(
-        regimes=["sparse", "dense", "random"],
+        regimes=["sparse", "dense", "stride=8, every=1, sigma=0.05", "random"],
         horizon=2,
         trajectories=1,
         members=3,
@@ -314,11 +311,16 @@ def test_the_benchmark_runs_each_regime_with_its_tuned_config(tmp_path):
     )
     ds = benchmark(strategies=["enkf", given], tuned=path, **kwargs)
     source = ds["config_source"].sel(strategy="enkf").values.tolist()
-    assert source == ["tuned", "tuned, untrusted (3 trials)", "default"]
-    assert ds["config_source"].sel(strategy="enkf-given").values.tolist() == ["given"] * 3
+    assert source == [
+        "tuned",
+        "tuned, untrusted (3 trials)",
+        "tuned, untrusted (blew up within 140 frames)",
+        "default",
+    ]
+    assert ds["config_source"].sel(strategy="enkf-given").values.tolist() == ["given"] * 4
     cfg = [json.loads(str(c)) for c in ds["cell_config"].sel(strategy="enkf").values]
     assert (cfg[0]["inflation"], cfg[0]["rtps"]) == (1.25, 0.3)
-    assert cfg[1]["inflation"] == 1.05 and cfg[2] == jsonable(get_strategy("enkf").Config())
+    assert cfg[1]["inflation"] == 1.05 and cfg[3] == jsonable(get_strategy("enkf").Config())
     assert (
         json.loads(str(ds["cell_config"].sel(strategy="enkf-given").values[0]))["inflation"] == 1.5
     )

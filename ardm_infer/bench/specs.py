@@ -169,6 +169,8 @@ def cell_specs(
                 if entry.get("trusted", False)
                 else f"tuned, untrusted ({entry.get('trials', 0)} trials)"
             )
+            if entry.get("stable") is False:
+                source = f"tuned, untrusted (blew up within {entry.get('stable_over')} frames)"
             if entry.get("search_space") == "none":
                 source = "nothing to tune"
             if any(entry["config"].get(k, v) != v for k, v in caps.items()):
