@@ -400,3 +400,148 @@ def test_unobserved_values_are_ignored(variant):
     dirty = assimilate(twin, poisoned, "enkf", members=6, generator=generator(1), **options)
     assert torch.equal(clean.ensemble, dirty.ensemble)
     assert all(torch.isfinite(r[[0, 2]]).all() for r in dirty.diagnostics["innovation_rms"])
+
+
+# --------------------------------------------------------------------------- context update
+
+
+class SecondOrderTwin:
+    """x_{t+1} = A x_t + B x_{t-1} + w, w ~ N(0, Q): a process of context length 2, Markov
+    in its window [x_t, x_{t-1}] and not in x_t alone.  ``augmented`` is that window's
+    first-order twin (state ``(2d,)``, a negligible noise on the copied half), whose Kalman
+    filter is the exact reference."""
+
+    context_length = 2
+    stochastic = True
+
+    def __init__(self, dim: int = DIM) -> None:
+        base = LinearGaussianTwin.default(dim=dim)
+        eye = torch.eye(dim, dtype=torch.float64)
+        self.a, self.b, self.q = base.transition, -0.7 * eye, base.process_covariance
+        self._chol = torch.linalg.cholesky(self.q)
+        zero = torch.zeros_like(eye)
+        self.augmented = LinearGaussianTwin(
+            torch.cat([torch.cat([self.a, self.b], 1), torch.cat([eye, zero], 1)], 0),
+            torch.block_diag(self.q, 1e-12 * eye),
+        )
+
+    @property
+    def frame_shape(self) -> tuple[int, ...]:
+        return (1, self.a.shape[0])
+
+    def step(self, context: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``(batch, 2, 1, d)`` -> ``(batch, 1, d)``."""
+        x, before = context[:, -1, 0], context[:, -2, 0]
+        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+        return (x @ self.a.T + before @ self.b.T + noise @ self._chol.T).unsqueeze(1)
+
+
+@functools.cache
+def second_order_problem() -> tuple[SecondOrderTwin, Problem, object]:
+    """The twin, a problem observing every other entry of frames 0, 1, 3, 4, 5 (sigma 0.5,
+    so that the analyses change the context markedly), and its exact Kalman filter."""
+    twin = SecondOrderTwin()
+    g = generator(21)
+    start = 2 * torch.randn(TRAJECTORIES, 2 * DIM, generator=g, dtype=torch.float64)
+    truth = twin.augmented.trajectory(start, HORIZON, g)[..., :DIM]
+    mask = torch.zeros(TRAJECTORIES, HORIZON, DIM, dtype=torch.bool)
+    mask[:, :, ::2] = True
+    mask[:, 2] = False
+    observation = torch.where(
+        mask, truth + SIGMA * torch.randn(truth.shape, generator=g, dtype=torch.float64), 0.0
+    )
+    context = torch.stack([start[:, DIM:], start[:, :DIM]], 1)  # oldest first
+    problem = Problem(
+        truth=truth.unsqueeze(2),
+        context=context.unsqueeze(2),
+        observation=observation.unsqueeze(2),
+        mask=mask.unsqueeze(2),
+        sigma=SIGMA,
+    )
+    hidden = torch.zeros_like(mask)
+    kf = kalman_filter(
+        twin.augmented,
+        torch.cat([observation, torch.zeros_like(observation)], -1),
+        torch.cat([mask, hidden], -1),
+        SIGMA,
+        initial_mean=start,
+        initial_covariance=torch.zeros(2 * DIM, 2 * DIM, dtype=torch.float64),
+    )
+    return twin, problem, kf
+
+
+@functools.cache
+def second_order_spread(update_context: bool) -> torch.Tensor:
+    """Per-entry std of the ETKF mean at SMALL members over REPLICATES runs."""
+    twin, problem, _ = second_order_problem()
+    means = [
+        moments(
+            assimilate(
+                twin,
+                problem,
+                "enkf",
+                members=SMALL,
+                generator=generator(3000 + seed),
+                update_context=update_context,
+            ).ensemble
+        )[0]
+        for seed in range(REPLICATES)
+    ]
+    return torch.stack(means).std(0)
+
+
+def test_context_update_is_the_kalman_filter_of_the_window():
+    """With a second-order process, updating the context frames makes the EnKF the Kalman
+    filter of the window [x_t, x_{t-1}]; analysing x_t alone is detectably not."""
+    twin, problem, kf = second_order_problem()
+    exact = kf.mean[..., :DIM]
+    scale = math.sqrt(SMALL / LARGE)
+    errors = {}
+    for update_context in (True, False):
+        sd = second_order_spread(update_context)
+        result = assimilate(
+            twin,
+            problem,
+            "enkf",
+            members=LARGE,
+            generator=generator(9),
+            update_context=update_context,
+        )
+        errors[update_context] = (moments(result.ensemble)[0] - exact).abs() / (Z * sd * scale)
+    assert errors[True].max() < 1, f"mean off by {errors[True].max():.2f} tolerances"
+    assert errors[False].max() > 1
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_context_update_with_the_smoother_runs_the_same_filter(variant):
+    """The smoother's filter underneath takes the same context updates: its last frame is
+    the context-updating filter's, and differs from the plain filter's."""
+    twin, problem, _ = second_order_problem()
+    runs = {
+        (lag, update): assimilate(
+            twin,
+            problem,
+            "enkf",
+            members=40,
+            generator=generator(15),
+            variant=variant,
+            lag=lag,
+            update_context=update,
+        ).ensemble
+        for lag, update in ((0, True), (2, True), (0, False))
+    }
+    torch.testing.assert_close(runs[2, True][:, :, -1], runs[0, True][:, :, -1])
+    assert not torch.allclose(runs[0, True][:, :, -1], runs[0, False][:, :, -1])
+    # frame 0 is analysed before any context update acts
+    torch.testing.assert_close(runs[0, True][:, :, 0], runs[0, False][:, :, 0])
+
+
+def test_context_update_with_one_context_frame_changes_nothing():
+    twin, problem = twin_problem()
+    runs = [
+        assimilate(
+            twin, problem, "enkf", members=16, generator=generator(4), update_context=update
+        ).ensemble
+        for update in (True, False)
+    ]
+    assert torch.equal(runs[0], runs[1])
