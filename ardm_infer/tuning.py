@@ -109,6 +109,7 @@ def _enkf(trial: Any, frame_side: int) -> dict[str, Any]:
         "inflation": trial.suggest_float("inflation", 1.0, 1.5),
         "rtps": trial.suggest_float("rtps", 0.0, 0.95),
         "initial_spread": trial.suggest_float("initial_spread", 1e-4, 0.1, log=True),
+        "update_context": trial.suggest_categorical("update_context", [False, True]),
     }
     if radius:
         out["localisation_radius"] = trial.suggest_float(
