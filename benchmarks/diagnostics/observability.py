@@ -15,7 +15,12 @@ sits; with a correlation length well below the stride, most of the frame is out 
 one frame's observations whatever the analysis (the Kolmogorov ``sparse-gappy`` note in the
 README).
 
+4. optionally (``--ensemble-sizes 8,16``), the tuned EnKF of the shipped settings for
+   ``--regime`` (with ``update_context``) against the forecast over ``--horizon`` frames on
+   the validation trajectories, per ensemble size: does a larger ensemble close the gap?
+
     python benchmarks/diagnostics/observability.py [--pde kolmogorov] [--trajectories 4]
+        [--ensemble-sizes 8,16 --regime sparse-gappy --horizon 60]   (about 20 min)
 
 Last line: ``pde=... one_step_rmse=... persistence_rmse=... climatology_rmse=...
 error_corr_length=... stride=... forecast_rmse=... analysis_rmse_global=...
@@ -95,6 +100,9 @@ def main() -> None:
     parser.add_argument("--trajectories", type=int, default=4)
     parser.add_argument("--members", type=int, default=8)
     parser.add_argument("--lead", type=int, default=8, help="frames before the analysis")
+    parser.add_argument("--ensemble-sizes", default="", help="e.g. 8,16 (item 4; slow)")
+    parser.add_argument("--regime", default="sparse-gappy", help="item 4's regime")
+    parser.add_argument("--horizon", type=int, default=60, help="item 4's frames")
     args = parser.parse_args()
     torch.manual_seed(0)
     pde, members = args.pde, args.members
@@ -147,12 +155,48 @@ def main() -> None:
         + ", ".join(f"radius {r:g} {v:.3f}" for r, v in local.items())
     )
     best = min(local, key=local.get)
+    if args.ensemble_sizes:
+        _ensemble_sizes(args, pde)
     print(
         f"pde={pde} one_step_rmse={one_step:.3f} persistence_rmse={persistence:.3f} "
         f"climatology_rmse={climatology:.3f} error_corr_length={length:g} stride={stride} "
         f"forecast_rmse={forecast:.3f} analysis_rmse_global={glob:.3f} "
         f"analysis_rmse_best_localised={local[best]:.3f} best_radius={best:g}"
     )
+
+
+def _ensemble_sizes(args: argparse.Namespace, pde: str) -> None:
+    """Item 4: tuned EnKF against the forecast on validation, per ensemble size."""
+    from ardm_infer.tuned_settings import resolve_tuned, tuned_entry
+    from ardm_infer.tuning import validation_evaluator
+
+    process, _ = load_process(pde, pde)
+    payload, _ = resolve_tuned(True, pde, process.card.get("sha256"))
+    entry = tuned_entry(payload or {}, args.regime, "enkf", pde)
+    if entry is None:
+        raise SystemExit(f"no shipped tuned enkf entry for {pde} {args.regime!r}")
+    spec = entry["regime_spec"]
+    config = {**entry["config"], "update_context": True}
+    for members in (int(m) for m in args.ensemble_sizes.split(",")):
+        scores = {}
+        for name, overrides in (("forecast", {}), ("enkf", config)):
+            evaluate = validation_evaluator(
+                pde,
+                pde,
+                spec,
+                name,
+                horizon=args.horizon,
+                members=members,
+                chunk_size=args.trajectories,
+                initial=PROTOCOL_INITIAL,
+            )
+            scores[name] = evaluate(overrides, 0)
+        print(
+            f"{args.regime}, {args.horizon} frames, {members} members (validation): "
+            f"enkf RMSE {scores['enkf'][1]:.3f} CRPS {scores['enkf'][0]:.3f}, forecast RMSE "
+            f"{scores['forecast'][1]:.3f} CRPS {scores['forecast'][0]:.3f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
