@@ -14,13 +14,14 @@ every regime run, plus ``forecast``.
 Per regime it prints the summary table and, on the last line::
 
     pde=<p> enkf_beats_forecast=<n>/<r> best_beats_forecast=<n>/<r> blow_ups=<k>
-        untuned_cells=<u> trajectories=<N> horizon=<H> [enkf_second_half_rmse_<regime>=<x> ...]
+        untuned_cells=<u> untrusted_cells=<v> trajectories=<N> horizon=<H> [enkf_second_half_rmse_<regime>=<x> ...]
 
 ``beats``: the time-mean RMSE is lower with the paired 95 % interval of the per-trajectory
 difference excluding zero (Student-t over trajectories).  ``blow_ups``: (strategy, regime)
 cells other than the forecast in which any member went non-finite or beyond 1e3, or that
-failed.  ``untuned_cells``: cells that ran library defaults or untrusted settings (too few
-tuning trials).  With ``--horizon`` above the short horizon the second-half time-mean RMSE of
+failed.  ``untuned_cells``: cells that ran library defaults; ``untrusted_cells``: cells
+that ran tuned settings marked untrusted (too few tuning trials, or unstable over the
+evaluation horizon).  With ``--horizon`` above the short horizon the second-half time-mean RMSE of
 ``enkf`` is printed per regime (the long-horizon check: KS ``--horizon 640 --regimes
 "sparse;random"``).
 
@@ -126,11 +127,12 @@ def main() -> None:
     failed = np.asarray(ds["failed"].sel(strategy=others).values, dtype=bool)
     blow_ups = int((blow | failed).sum())
     sources = np.asarray(ds["config_source"].sel(strategy=others).values, dtype=str)
-    untuned = int(sum(s != "tuned" for s in sources.ravel()))
+    untrusted = int(sum(s.startswith("tuned, untrusted") for s in sources.ravel()))
+    untuned = int(sum(s != "tuned" for s in sources.ravel())) - untrusted
     line = (
         f"pde={system.name} enkf_beats_forecast={enkf_beats}/{len(regimes)} "
         f"best_beats_forecast={best_beats}/{len(regimes)} blow_ups={blow_ups} "
-        f"untuned_cells={untuned} trajectories={ds.sizes['trajectory']} horizon={horizon}"
+        f"untuned_cells={untuned} untrusted_cells={untrusted} trajectories={ds.sizes['trajectory']} horizon={horizon}"
     )
     if horizon > system.short_horizon and "enkf" in strategies:
         for r in regimes:
