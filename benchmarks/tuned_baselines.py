@@ -14,7 +14,8 @@ every regime run, plus ``forecast``.
 Per regime it prints the summary table and, on the last line::
 
     pde=<p> enkf_beats_forecast=<n>/<r> best_beats_forecast=<n>/<r> blow_ups=<k>
-        untuned_cells=<u> untrusted_cells=<v> trajectories=<N> horizon=<H> [enkf_second_half_rmse_<regime>=<x> ...]
+        untuned_cells=<u> untrusted_cells=<v> trajectories=<N> horizon=<H>
+        [enkf_second_half_rmse_<regime>=<x> ...]
 
 ``beats``: the time-mean RMSE is lower with the paired 95 % interval of the per-trajectory
 difference excluding zero (Student-t over trajectories).  ``blow_ups``: (strategy, regime)
@@ -132,7 +133,8 @@ def main() -> None:
     line = (
         f"pde={system.name} enkf_beats_forecast={enkf_beats}/{len(regimes)} "
         f"best_beats_forecast={best_beats}/{len(regimes)} blow_ups={blow_ups} "
-        f"untuned_cells={untuned} untrusted_cells={untrusted} trajectories={ds.sizes['trajectory']} horizon={horizon}"
+        f"untuned_cells={untuned} untrusted_cells={untrusted} "
+        f"trajectories={ds.sizes['trajectory']} horizon={horizon}"
     )
     if horizon > system.short_horizon and "enkf" in strategies:
         for r in regimes:
