@@ -19,6 +19,7 @@ import math
 import torch
 
 from ..observe import LinearOperator
+from .enkf_mask import etkf_transform
 
 __all__ = ["etkf_analysis_linear", "perturbed_analysis_linear"]
 
@@ -68,21 +69,9 @@ def etkf_analysis_linear(
         The analysis ensemble, ``(members, trajectories, C, *space)``.
     """
     mean, anomalies, h, y = _linear_split(ensemble, observation, operator, inflation)
-    k1 = ensemble.shape[0] - 1.0
     innovation = y - mean @ h.T  # (traj, p)
     obs_anomalies = h @ anomalies  # Y = H X, (traj, p, members)
-    u, s, vh = torch.linalg.svd(obs_anomalies / sigma, full_matrices=False)
-    lam = s.square()
-    projected = (u * (innovation / sigma).unsqueeze(-1)).sum(-2)  # U^T R^-1/2 d
-    mean_weights = ((s / (lam + k1)) * projected).unsqueeze(-2) @ vh  # (traj, 1, members)
-    gain = torch.sqrt(k1 / (lam + k1)) - 1.0
-    xv = anomalies @ vh.transpose(-1, -2)
-    analysis = (
-        mean.unsqueeze(-1)
-        + anomalies @ mean_weights.transpose(-1, -2)
-        + anomalies
-        + (xv * gain.unsqueeze(-2)) @ vh
-    )
+    analysis = etkf_transform(mean, anomalies, obs_anomalies / sigma, innovation / sigma)
     return analysis.permute(2, 0, 1).reshape(ensemble.shape)
 
 

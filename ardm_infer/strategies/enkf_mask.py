@@ -71,6 +71,39 @@ def _check(ensemble: torch.Tensor, observation: torch.Tensor, mask: torch.Tensor
 # --------------------------------------------------------------------------- analyses
 
 
+def etkf_transform(
+    mean: torch.Tensor,
+    anomalies: torch.Tensor,
+    scaled_obs_anomalies: torch.Tensor,
+    scaled_innovation: torch.Tensor,
+) -> torch.Tensor:
+    """The global ETKF update through the thin SVD ``R^-1/2 Y = U S V^T`` (see
+    :func:`etkf_analysis`), shared by the mask and the general-H analyses.
+
+    Args:
+        mean: forecast mean ``(traj, D)``.
+        anomalies: inflated forecast anomalies X ``(traj, D, members)``.
+        scaled_obs_anomalies: ``R^-1/2 H X`` ``(traj, p, members)``.
+        scaled_innovation: ``R^-1/2 (y - H x_mean)`` ``(traj, p)``.
+
+    Returns:
+        The analysis ``(traj, D, members)``.
+    """
+    k1 = anomalies.shape[-1] - 1.0
+    u, s, vh = torch.linalg.svd(scaled_obs_anomalies, full_matrices=False)
+    lam = s.square()  # eigenvalues of Y^T R^-1 Y on the span of V
+    projected = (u * scaled_innovation.unsqueeze(-1)).sum(-2)  # U^T R^-1/2 d
+    mean_weights = ((s / (lam + k1)) * projected).unsqueeze(-2) @ vh  # (traj, 1, members)
+    gain = torch.sqrt(k1 / (lam + k1)) - 1.0  # W = I + V diag(gain) V^T
+    xv = anomalies @ vh.transpose(-1, -2)  # X V, (traj, D, r)
+    return (
+        mean.unsqueeze(-1)
+        + anomalies @ mean_weights.transpose(-1, -2)
+        + anomalies
+        + (xv * gain.unsqueeze(-2)) @ vh
+    )
+
+
 def etkf_analysis(
     ensemble: torch.Tensor,
     observation: torch.Tensor,
@@ -127,17 +160,8 @@ def etkf_analysis(
 
     if localisation_radius is None:
         root = precision.sqrt()
-        u, s, vh = torch.linalg.svd(root.unsqueeze(-1) * obs_anomalies, full_matrices=False)
-        lam = s.square()  # eigenvalues of Y^T R^-1 Y on the span of V
-        projected = (u * (root * innovation).unsqueeze(-1)).sum(-2)  # U^T R^-1/2 d
-        mean_weights = ((s / (lam + k1)) * projected).unsqueeze(-2) @ vh  # (traj, 1, members)
-        gain = torch.sqrt(k1 / (lam + k1)) - 1.0  # W = I + V diag(gain) V^T
-        xv = anomalies @ vh.transpose(-1, -2)  # X V, (traj, D, r)
-        analysis = (
-            mean.unsqueeze(-1)
-            + anomalies @ mean_weights.transpose(-1, -2)
-            + anomalies
-            + (xv * gain.unsqueeze(-2)) @ vh
+        analysis = etkf_transform(
+            mean, anomalies, root.unsqueeze(-1) * obs_anomalies, root * innovation
         )
         return analysis.permute(2, 0, 1).reshape(ensemble.shape)
 
