@@ -374,7 +374,9 @@ def _train_parsers(sub: Any) -> None:
     p = sub.add_parser("train-controller", help="train the amortised controller (resumable)")
     p.add_argument("--pde", choices=list(PDES), default="ks", help="the system")
     p.add_argument(
-        "--preset", default="default", help="network/training preset: 'default' or 'smoke'"
+        "--preset",
+        default="default",
+        help="network/training preset: 'default', 'analysis' or 'smoke'",
     )
     p.add_argument(
         "--ardm",

@@ -49,6 +49,15 @@ with a per-channel scale a from a zero-initialised linear head on the embedding,
 approximate h-transform control (a = 1) is one scalar function away.  No downsampling, so
 the net is exactly translation-equivariant for shifts by multiples of ``patch_size``.
 
+Where and in what units (``active_substeps``, ``output``).  Given its context, one frame of
+the shipped ARDMs is nearly deterministic, and a shift of the mean at a sub-step s > 1 is
+mostly undone by the denoiser at the next one (docs/design.md §2; the controller issue's
+diagnostics: a unit-rms f moves a KS frame by 1.5e-3 at s = 1, 4e-4 at s = 3 and < 1.5e-5
+for s >= 8).  ``active_substeps=n`` restricts the control to the last n sub-steps (the
+network is not called before them), and ``output="state"`` makes the network's output the
+shift u in data units, so that a correction of the size of the forecast error is O(1)
+output rather than O(1 / tau_s).  The KL is |u|^2 / (2 tau_s^2) either way.
+
 Gating: if a batch element has no observation anywhere in its preview window, its control
 is exactly 0 (the minimiser of J when no cost term depends on u); if no element of the
 batch has one, the network is not evaluated at all.
@@ -102,6 +111,12 @@ class ControllerConfig:
         embedding_dim: width of the noise-level embeddings.
         fourier_features: sinusoidal features per scalar (even).
         groups: GroupNorm groups (reduced to a divisor of ``width``).
+        active_substeps: act only on the last n sub-steps (s <= n) and leave the prior
+            kernel alone before them (u = 0, no network call); None: every sub-step.
+        output: ``"noise"`` (the network's output is f, u = tau_s f) or ``"state"`` (the
+            output is the mean shift u itself, in data units, and f = u / tau_s).  With
+            ``active_substeps=1`` and ``"state"`` the shift lands in the frame unchanged:
+            the controller is an amortised analysis increment of the last sub-step.
     """
 
     dims: int
@@ -116,9 +131,15 @@ class ControllerConfig:
     embedding_dim: int = 64
     fourier_features: int = 16
     groups: int = 8
+    active_substeps: int | None = None
+    output: str = "noise"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dilations", tuple(int(d) for d in self.dilations))
+        if self.active_substeps is not None and self.active_substeps < 1:
+            raise ValueError(f"active_substeps must be >= 1 or None, got {self.active_substeps}")
+        if self.output not in ("noise", "state"):
+            raise ValueError(f"output must be 'noise' or 'state', got {self.output!r}")
         if self.dims not in (1, 2):
             raise ValueError(f"dims must be 1 or 2, got {self.dims}")
         for name in ("channels", "context_frames", "preview", "width", "blocks", "patch_size"):
@@ -388,10 +409,16 @@ class Controller(nn.Module):
         for block in self.blocks:
             h = block(h, emb)
         out = depth_to_space(self.out_conv(F.silu(self.out_norm(h))), c.patch_size, c.dims)
+        scale = self.gain_head(F.silu(emb))[(...,) + (None,) * c.dims]
+        if c.output == "state":
+            # u itself: the trunk plus a learned multiple of the innovation of the frame being
+            # generated (a diagonal gain at the observed points), returned as f = u / tau.
+            innovation = preview.mask[:, 0] * (preview.y[:, 0] - x0_hat)
+            shift = out + scale * innovation
+            return shift / tau_t[(...,) + (None,) * (c.dims + 1)]
         # Learned, noise-level dependent multiple of the gain feature (the last C channels):
         # the exact optimal control of a unit-variance scalar Gaussian at a(sigma) = 1.
         gain = x[:, -c.channels :]
-        scale = self.gain_head(F.silu(emb))[(...,) + (None,) * c.dims]
         return out + scale * gain
 
 
@@ -476,6 +503,9 @@ class ControllerGuidance:
         """u_s = tau_s f_psi, ``(batch, C, *space)``; None if no element observes anything."""
         param = next(self.network.parameters())
         dtype = param.dtype
+        active = self.network.config.active_substeps
+        if active is not None and state.substep > active:
+            return None
         preview, noise = self._inputs(state.z, dtype)
         observed = preview.any_observed()  # (batch,)
         if state.tau == 0 or not bool(observed.any()):

@@ -36,6 +36,7 @@ def controlled_rollout(
     beta: float = 1.0,
     arrival_weight: float = 0.0,
     detach_context: bool = False,
+    truth: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Roll the ARDM over a window with the controller active and evaluate J.
 
@@ -52,6 +53,9 @@ def controlled_rollout(
         generator: sampler noise (on the data's device).
         beta, arrival_weight, detach_context: see
             :class:`~ardm_infer.controller.ControllerTrainConfig`.
+        truth: the window's true frames ``(B, L, C, *space)``: if given, the terminal cost
+            is sum_j |x_j - truth_j|^2 / (2 sigma_y^2) over the whole state (the
+            ``terminal="truth"`` training cost) instead of sum_j l(y_j, x_j).
 
     Returns:
         ``{"objective", "terminal", "arrival", "kl"}`` each ``(B,)`` and ``"frames"``
@@ -73,6 +77,17 @@ def controlled_rollout(
     )
     cost = None if arrival is None else arrival.total_like(run.kl)
     terms = objective_terms(run, observations, beta=beta, arrival=cost)
+    if truth is not None:
+        if tuple(truth.shape) != tuple(run.frames.shape):
+            raise ValueError(f"truth must be {tuple(run.frames.shape)}, got {tuple(truth.shape)}")
+        sq = (run.frames - truth.to(run.frames)).square().flatten(1).sum(1)
+        terminal = sq / (2 * sigma.to(sq) ** 2)
+        terms = type(terms)(
+            objective=terminal + terms.arrival + beta * terms.kl,
+            terminal=terminal,
+            arrival=terms.arrival,
+            kl=terms.kl,
+        )
     return {
         "objective": terms.objective,
         "terminal": terms.terminal,
