@@ -279,6 +279,41 @@ def test_network_2d_shapes_zero_output_and_config_roundtrip():
     torch.testing.assert_close(shifted, plain.roll(2, -1), rtol=1e-4, atol=1e-5)  # periodic
 
 
+def test_state_output_on_the_last_substep_lands_in_the_frame(twin_setup):
+    """active_substeps=1, output="state": the network is called once per frame (s = 1 only),
+    its output is added to the frame unchanged (same noise), and the KL is |u|^2 / (2 tau_1^2)."""
+    _, ardm, problem = twin_setup
+    config = ControllerConfig(
+        dims=1,
+        channels=1,
+        context_frames=1,
+        preview=2,
+        width=8,
+        groups=4,
+        active_substeps=1,
+        output="state",
+    )
+    net = build_controller(config)
+    with torch.no_grad():
+        net.out_conv.conv.bias.fill_(0.25)  # the trunk's output: a constant shift of 0.25
+    pv = preview_window(problem.observation.float(), problem.mask, 0, 2)
+    ctx = problem.context.float()
+    guide = ControllerGuidance(net, pv.y, pv.mask, problem.sigma)
+    with torch.no_grad():
+        plain = ardm.step_frame(ctx, torch.Generator().manual_seed(4))
+        res = ardm.step_frame(ctx, torch.Generator().manual_seed(4), guidance=guide, record=True)
+    assert guide.calls == ctx.shape[0]  # one sub-step of one frame
+    observed = pv.mask.flatten(1).any(1)
+    shift = torch.where(observed[:, None, None], 0.25, 0.0)
+    torch.testing.assert_close(res.frame, plain.frame + shift, rtol=0, atol=1e-5)
+    tau_1 = res.substeps[-1].tau
+    expected_kl = observed.float() * 0.25**2 * DIM / (2 * tau_1**2)
+    torch.testing.assert_close(res.kl, expected_kl, rtol=1e-4, atol=1e-3)
+    for bad in ({"output": "delta"}, {"active_substeps": 0}):
+        with pytest.raises(ValueError):
+            ControllerConfig(dims=1, channels=1, context_frames=1, **bad)
+
+
 # ------------------------------------------------------------------------------ regimes
 
 
@@ -338,6 +373,31 @@ def test_controlled_rollout_objective_is_per_window(twin_setup):
     torch.testing.assert_close(out["terminal"], 0.5 * residual.square().sum((1, 2, 3)))
     assert bool((out["kl"] == 0).all()) and bool((out["arrival"] > 0).all())
     torch.testing.assert_close(out["objective"], out["terminal"] + out["arrival"])
+
+
+def test_truth_terminal_cost_is_the_full_state_error(twin_setup):
+    """With ``truth``, the terminal cost is sum_j |x_j - truth_j|^2 / (2 sigma_y^2) over every
+    point of every frame, observed or not; ``terminal`` must be one of the two names."""
+    _, ardm, _ = twin_setup
+    net = build_controller(ControllerConfig(dims=1, channels=1, context_frames=1, preview=2))
+    frames, g = twin_frames(4, 3, seed=8)
+    frames = frames.float()
+    context, truth = frames[:, :1], frames[:, 1:]
+    mask = torch.rand(truth.shape, generator=g) < 0.3
+    sigma = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    obs = torch.where(mask, truth, 0.0)
+    out = controlled_rollout(
+        ardm, net, context, obs, mask, sigma, torch.Generator().manual_seed(0), truth=truth
+    )
+    expected = (out["frames"] - truth).square().sum((1, 2, 3)) / (2 * sigma**2)
+    torch.testing.assert_close(out["terminal"], expected)
+    torch.testing.assert_close(out["objective"], out["terminal"] + out["kl"])
+    with pytest.raises(ValueError, match="truth must be"):
+        controlled_rollout(
+            ardm, net, context, obs, mask, sigma, torch.Generator(), truth=truth[:, :2]
+        )
+    with pytest.raises(ValueError, match="terminal"):
+        ControllerTrainConfig(steps=1, batch_size=1, terminal="oracle")
 
 
 def test_training_on_the_twin_moves_the_mean_toward_the_kalman_mean(trained):

@@ -214,8 +214,10 @@ def controller_presets(pde: str) -> dict[str, tuple[ControllerConfig, Controller
       convolutions) and 0.09-0.11x (Kolmogorov).  The shipped controllers' cards record
       what was actually run (both were stopped at 300 steps; see the README).
     - ``"analysis"``: the default trunk with ``active_substeps=1``, ``output="state"``,
-      trained with ``terminal="truth"``, beta = 0, w = 0 and lr 1e-3: an amortised analysis
-      increment of the last sub-step (see :mod:`.network`).
+      trained with ``terminal="truth"``, ``detach_context=True``, beta = 0, w = 0 and lr 1e-3:
+      an amortised analysis increment of the last sub-step (see :mod:`.network`), fitted
+      frame by frame (with credit through the next frames' contexts, the first KS run's
+      validation RMSE went 0.065 -> 1.26 in 50 steps).
     - ``"smoke"``: a tiny net and a few steps, for tests and CI.
 
     Args:
@@ -314,6 +316,7 @@ def controller_presets(pde: str) -> dict[str, tuple[ControllerConfig, Controller
             {
                 **train_cfg.to_dict(),
                 "terminal": "truth",
+                "detach_context": True,
                 "beta": 0.0,
                 "arrival_weight": 0.0,
                 "lr": 1e-3,
