@@ -295,7 +295,7 @@ def test_state_output_on_the_last_substep_lands_in_the_frame(twin_setup):
     )
     net = build_controller(config)
     with torch.no_grad():
-        net.out_conv.conv.bias.fill_(0.25)  # the trunk's output: a constant shift of 0.25
+        net.out_conv.conv.bias.fill_(0.25 / 0.3)  # trunk output 0.25 / sigma_y (sigma_y = 0.3)
     pv = preview_window(problem.observation.float(), problem.mask, 0, 2)
     ctx = problem.context.float()
     guide = ControllerGuidance(net, pv.y, pv.mask, problem.sigma)
