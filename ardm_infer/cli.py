@@ -11,6 +11,7 @@ library refuses; 1: any other failure while running);
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import shutil
 import sys
@@ -145,8 +146,6 @@ def _cmd_train_ardm(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_controller(args: argparse.Namespace) -> int:
-    import dataclasses
-
     from .ardm.pretrained import load_ardm
     from .controller.training import controller_presets, train_controller
     from .data import DataConfig, load_dataset
@@ -171,8 +170,35 @@ def _cmd_train_controller(args: argparse.Namespace) -> int:
             changes["regimes"] = parse_regime(args.regimes, pde=args.pde).spec()
         except ValueError as err:
             raise CliError(f"--regimes {args.regimes!r}: {err}") from None
-    if changes:
-        train_config = dataclasses.replace(train_config, **changes)
+    network_changes: dict[str, Any] = {}
+    for item in args.set or []:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise CliError(f"--set {item!r}: expected FIELD=VALUE (VALUE in JSON, e.g. 0.25)")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text.strip()
+        if key in type(train_config).__dataclass_fields__:
+            changes[key] = value
+        elif key in type(network_config).__dataclass_fields__:
+            network_changes[key] = value
+        else:
+            raise CliError(
+                f"--set {key!r}: not a field of the training or network config; training: "
+                f"{sorted(type(train_config).__dataclass_fields__)}, network: "
+                f"{sorted(type(network_config).__dataclass_fields__)}"
+            )
+    try:
+        if changes:
+            train_config = type(train_config).from_dict({**train_config.to_dict(), **changes})
+        if network_changes:
+            network_config = type(network_config).from_dict(
+                {**network_config.to_dict(), **network_changes}
+            )
+    except (TypeError, ValueError) as err:
+        raise CliError(f"--set: {err}") from None
     ardm = load_ardm(args.ardm or args.pde, device=device)
     dataset = load_dataset(
         DataConfig.from_dict(ardm.card["data_config"]), cache_dir=args.cache_dir, progress=True
@@ -391,6 +417,13 @@ def _train_parsers(sub: Any) -> None:
         "regimes drawn per chain) or one regime (preset name or spec); default: the preset's",
     )
     p.add_argument("--steps", type=_POSITIVE, default=None, help="override the number of steps")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="FIELD=VALUE",
+        help="override one field of the preset's training or network config (VALUE in JSON; "
+        "repeatable), e.g. --set chain_reset=0.25 --set active_substeps=2",
+    )
     p.add_argument(
         "--stop-after",
         type=_POSITIVE,

@@ -626,3 +626,12 @@ def test_cli_trains_in_slices_and_finishes_early(tmp_path, capsys):
     card = json.loads((tmp_path / "controller-ks.json").read_text())
     assert card["steps_completed"] == 2
     assert card["schedule_changes"] == [{"at_step": 2, "steps": [6, 2]}]
+    capsys.readouterr()
+    other = [*args[:-1], str(tmp_path / "set"), "--steps", "1"]
+    assert main([*other, "--set", "bogus=1"]) == 2
+    assert "not a field" in capsys.readouterr().err
+    assert main([*other, "--set", "terminal=oracle"]) == 2
+    assert main([*other, "--set", "chain_reset=0.5", "--set", "output=state"]) == 0
+    card = json.loads((tmp_path / "set" / "controller-ks.json").read_text())
+    assert card["training_config"]["chain_reset"] == 0.5
+    assert card["model_config"]["output"] == "state"
