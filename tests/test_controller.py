@@ -23,6 +23,7 @@ from ardm_infer.controller import (
     build_controller,
     controlled_rollout,
     controller_presets,
+    ensemble_statistics,
     load_controller,
     preview_window,
     train_controller,
@@ -386,18 +387,74 @@ def test_truth_terminal_cost_is_the_full_state_error(twin_setup):
     mask = torch.rand(truth.shape, generator=g) < 0.3
     sigma = torch.tensor([0.1, 0.2, 0.3, 0.4])
     obs = torch.where(mask, truth, 0.0)
-    out = controlled_rollout(
-        ardm, net, context, obs, mask, sigma, torch.Generator().manual_seed(0), truth=truth
-    )
+    run = dict(truth=truth, terminal="truth")
+    out = controlled_rollout(ardm, net, context, obs, mask, sigma, torch.Generator(), **run)
     expected = (out["frames"] - truth).square().sum((1, 2, 3)) / (2 * sigma**2)
     torch.testing.assert_close(out["terminal"], expected)
     torch.testing.assert_close(out["objective"], out["terminal"] + out["kl"])
     with pytest.raises(ValueError, match="truth must be"):
         controlled_rollout(
-            ardm, net, context, obs, mask, sigma, torch.Generator(), truth=truth[:, :2]
+            ardm,
+            net,
+            context,
+            obs,
+            mask,
+            sigma,
+            torch.Generator(),
+            truth=truth[:, :2],
+            **{"terminal": "truth"},
         )
+    with pytest.raises(ValueError, match="needs the true frames"):
+        controlled_rollout(ardm, net, context, obs, mask, sigma, torch.Generator(), terminal="crps")
     with pytest.raises(ValueError, match="terminal"):
         ControllerTrainConfig(steps=1, batch_size=1, terminal="oracle")
+    with pytest.raises(ValueError, match="members"):
+        ControllerTrainConfig(steps=1, batch_size=1, terminal="crps", members=1)
+
+
+def test_ensemble_windows_share_observations_and_score_the_fair_crps(twin_setup):
+    """M members per window (rows m * B + b): the CRPS terminal is the fair CRPS of each
+    window's members against its truth, over sigma_y, on every member's row; the
+    ensemble statistics the network sees are per window."""
+    _, ardm, _ = twin_setup
+    config = ControllerConfig(
+        dims=1, channels=1, context_frames=1, preview=2, width=8, groups=4, ensemble_inputs=True
+    )
+    net = randomised_network(config, seed=4)
+    frames, g = twin_frames(3, 3, seed=9)
+    frames = frames.float()
+    members = 4
+    context = frames[:, :1].repeat(members, 1, 1, 1)
+    context = context + 0.1 * torch.randn(context.shape, generator=g)
+    truth = frames[:, 1:]
+    mask = torch.rand(truth.shape, generator=g) < 0.5
+    sigma = torch.tensor([0.2, 0.3, 0.4])
+    obs = torch.where(mask, truth, 0.0)
+    out = controlled_rollout(
+        ardm, net, context, obs, mask, sigma, torch.Generator(), truth=truth, terminal="crps"
+    )
+    ens = out["frames"].reshape(members, 3, *truth.shape[1:]).double()
+    t = truth.double()
+    skill = (ens - t).abs().mean(0)
+    spread = sum((ens[i] - ens[j]).abs() for i in range(members) for j in range(members))
+    crps = (skill - spread / (2 * members * (members - 1))).sum((1, 2, 3)) / sigma.double()
+    torch.testing.assert_close(out["terminal"].double(), crps.repeat(members), rtol=1e-5, atol=1e-5)
+    assert bool((out["kl"] > 0).all())
+    x = torch.randn(members * 3, 1, DIM, generator=g)
+    deviation, std = ensemble_statistics(x, 3)
+    grouped = x.reshape(members, 3, 1, DIM)
+    torch.testing.assert_close(deviation.reshape(grouped.shape), grouped - grouped.mean(0))
+    torch.testing.assert_close(std.reshape(grouped.shape)[2], grouped.std(0))
+    with pytest.raises(ValueError, match="ensemble_inputs"):
+        net.features(
+            x,
+            torch.ones(12),
+            torch.ones(12),
+            x,
+            x[:, None],
+            Preview(torch.zeros(12, 2, 1, DIM), torch.zeros(12, 2, 1, DIM), torch.arange(1, 3)),
+            torch.ones(12),
+        )
 
 
 def test_training_on_the_twin_moves_the_mean_toward_the_kalman_mean(trained):

@@ -15,7 +15,13 @@ from typing import Any
 
 from ..observe import RegimeDistribution, resolve_regimes
 from .artifact import load_controller, save_controller
-from .network import Controller, ControllerConfig, ControllerGuidance, build_controller
+from .network import (
+    Controller,
+    ControllerConfig,
+    ControllerGuidance,
+    build_controller,
+    ensemble_statistics,
+)
 from .preview import Preview, preview_window
 
 _TRAINING = (
@@ -35,6 +41,7 @@ __all__ = [
     "build_controller",
     "controlled_rollout",
     "controller_presets",
+    "ensemble_statistics",
     "load_controller",
     "preview_window",
     "resolve_regimes",

@@ -16,8 +16,13 @@ Every chain is, from its last reset on, the benchmark's problem of its regime: i
 the regime's own (:meth:`~ardm_infer.observe.Regime.window_masks` from the chain's clock) and
 its observations ``y = M (x + sigma_y xi)``.
 
-Shapes: data ``(trajectories, time, C, *space)``; a window has context ``(B, k, C, *space)``,
-truth/observation/mask ``(B, L, C, *space)``, sigma_y ``(B,)``.
+Ensembles: with ``members`` M > 1 every chain is an ensemble of M members that share its
+trajectory, time, regime and observations; the members' contexts are rows ``m * B + b``
+(members-major, as the strategies flatten members x trajectories) and all start from the
+true context at a reset (they then spread under the stochastic sampler).
+
+Shapes: data ``(trajectories, time, C, *space)``; a window has context
+``(M * B, k, C, *space)``, truth/observation/mask ``(B, L, C, *space)``, sigma_y ``(B,)``.
 """
 
 from __future__ import annotations
@@ -44,13 +49,16 @@ class Chains:
     indices live on the CPU; ``context`` on the data's device.
     """
 
-    def __init__(self, batch: int, frames: torch.Tensor, k: int) -> None:
+    def __init__(self, batch: int, frames: torch.Tensor, k: int, members: int = 1) -> None:
+        if members < 1:
+            raise ValueError(f"members must be >= 1, got {members}")
+        self.members = members
         self.traj = torch.zeros(batch, dtype=torch.long)
         self.time = torch.zeros(batch, dtype=torch.long)
         self.clock = torch.zeros(batch, dtype=torch.long)
         self.live = torch.zeros(batch, dtype=torch.bool)
         self.context = torch.zeros(
-            batch, k, *frames.shape[2:], dtype=frames.dtype, device=frames.device
+            members * batch, k, *frames.shape[2:], dtype=frames.dtype, device=frames.device
         )
         self.regimes: list[Regime | None] = [None] * batch
 
@@ -86,7 +94,7 @@ class Chains:
         or if its trajectory has fewer than ``window`` frames left; a reset chain starts at
         a time leaving at least ``span`` (default ``window``) frames.
 
-        Returns ``(context (B, k, ...), truth (B, L, ...), observation (B, L, ...),
+        Returns ``(context (M * B, k, ...), truth (B, L, ...), observation (B, L, ...),
         mask (B, L, ...), sigma (B,), rollout generator)``; the caller writes the generated
         frames back with :meth:`push`.
         """
@@ -112,7 +120,8 @@ class Chains:
             self.traj[:, None].to(dev), (self.time[:, None] + torch.arange(-k, 0)).to(dev)
         ]
         r = reset.to(dev).reshape(batch, *([1] * (self.context.ndim - 1)))
-        self.context = torch.where(r, true_context, self.context)
+        tile = (self.members,) + (1,) * (self.context.ndim - 1)
+        self.context = torch.where(r.repeat(tile), true_context.repeat(tile), self.context)
         self.live = torch.ones_like(self.live)
         # The window.
         index = (self.time[:, None] + torch.arange(window)).to(dev)
@@ -126,7 +135,7 @@ class Chains:
         return self.context, truth, observation, mask, sigma, rollout_generator
 
     def push(self, generated: torch.Tensor) -> None:
-        """Continue every chain from its generated window ``(B, L, C, *space)`` (detached)."""
+        """Continue every chain from its generated window ``(M * B, L, C, *space)`` (detached)."""
         window = generated.shape[1]
         k = self.context.shape[1]
         self.context = torch.cat([self.context, generated.detach()], dim=1)[:, -k:]

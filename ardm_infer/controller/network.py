@@ -91,6 +91,7 @@ __all__ = [
     "ControllerGuidance",
     "build_controller",
     "count_parameters",
+    "ensemble_statistics",
 ]
 
 
@@ -117,6 +118,11 @@ class ControllerConfig:
             output is the mean shift u itself, in units of sigma_y, and f = u / tau_s).  With
             ``active_substeps=1`` and ``"state"`` the shift lands in the frame unchanged:
             the controller is an amortised analysis increment of the last sub-step.
+        ensemble_inputs: two more input blocks, the member's deviation from the ensemble
+            mean of x0_hat and the ensemble spread (std over members) of x0_hat, so that
+            the control can depend on the ensemble's uncertainty as an EnKF's gain does.
+            The members of a trajectory are the rows ``m * n + i`` of the sampler batch
+            (members-major, n = rows of the preview), at inference and in training.
     """
 
     dims: int
@@ -133,6 +139,7 @@ class ControllerConfig:
     groups: int = 8
     active_substeps: int | None = None
     output: str = "noise"
+    ensemble_inputs: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dilations", tuple(int(d) for d in self.dilations))
@@ -156,8 +163,9 @@ class ControllerConfig:
 
     @property
     def input_blocks(self) -> int:
-        """Number of C-channel input blocks: z, x0_hat, k context, 3 Lambda preview, gain."""
-        return 2 + self.context_frames + 3 * self.preview + 1
+        """Number of C-channel input blocks: z, x0_hat, k context, 3 Lambda preview, [deviation,
+        spread,] gain."""
+        return 2 + self.context_frames + 3 * self.preview + 2 * self.ensemble_inputs + 1
 
     def receptive_field(self) -> int:
         """Receptive field in grid points per axis (of the residual trunk)."""
@@ -332,10 +340,12 @@ class Controller(nn.Module):
         context: torch.Tensor,
         preview: Preview,
         observation_sigma: torch.Tensor,
+        ensemble: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """The input stack ``(batch, input_blocks * C, *space)`` (module docstring).
 
-        ``sigma``, ``tau``, ``observation_sigma`` are ``(batch,)``.
+        ``sigma``, ``tau``, ``observation_sigma`` are ``(batch,)``; ``ensemble`` is
+        ``(deviation, spread)``, each ``(batch, C, *space)`` (needed iff ``ensemble_inputs``).
         """
         c = self.config
         b = z.shape[0]
@@ -355,6 +365,10 @@ class Controller(nn.Module):
             ),
             gain,
         ]
+        if c.ensemble_inputs:
+            if ensemble is None:
+                raise ValueError("this controller has ensemble_inputs: pass ensemble=(dev, spread)")
+            blocks[-1:-1] = [ensemble[0], ensemble[1]]
         return torch.cat(blocks, dim=1)
 
     def forward(
@@ -366,6 +380,7 @@ class Controller(nn.Module):
         context: torch.Tensor,
         preview: Preview,
         observation_sigma: torch.Tensor | float,
+        ensemble: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """f_psi, ``(batch, C, *space)``; the control is ``u = tau * f``.
 
@@ -377,6 +392,8 @@ class Controller(nn.Module):
             context: ``(batch, k, C, *space)``.
             preview: :class:`Preview` with ``(batch, Lambda, C, *space)`` tensors.
             observation_sigma: sigma_y (float or ``(batch,)``), > 0.
+            ensemble: ``(deviation, spread)`` of x0_hat, each ``(batch, C, *space)``
+                (:func:`ensemble_statistics`; only with ``ensemble_inputs``).
         """
         c = self.config
         if z.ndim != c.dims + 2 or z.shape[1] != c.channels:
@@ -403,7 +420,7 @@ class Controller(nn.Module):
             return v.expand(b) if v.ndim == 0 else v
 
         sigma_t, tau_t, noise_t = scalar(sigma), scalar(tau), scalar(observation_sigma)
-        x = self.features(z, sigma_t, tau_t, x0_hat, context, preview, noise_t)
+        x = self.features(z, sigma_t, tau_t, x0_hat, context, preview, noise_t, ensemble)
         emb = self.sigma_embedding(sigma_t.log() / 4) + self.noise_embedding(noise_t.log() / 4)
         h = self.stem(x)
         for block in self.blocks:
@@ -436,6 +453,28 @@ def build_controller(
 # ---------------------------------------------------------------------------------------------
 # The guidance
 # ---------------------------------------------------------------------------------------------
+
+
+def ensemble_statistics(x: torch.Tensor, groups: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's deviation from its ensemble mean and the ensemble spread, tiled back.
+
+    Args:
+        x: ``(members * groups, C, *space)``, members-major (row m * groups + i is member m
+            of group i).
+        groups: n, the number of ensembles (trajectories, or training chains).
+
+    Returns:
+        ``(x - mean, std)``, each ``(members * groups, C, *space)``; the std is over members
+        (unbiased; zeros for a single member).
+    """
+    members = x.shape[0] // groups
+    if members * groups != x.shape[0]:
+        raise ValueError(f"{x.shape[0]} rows are not a multiple of {groups} ensembles")
+    grouped = x.reshape(members, groups, *x.shape[1:])
+    mean = grouped.mean(0, keepdim=True)
+    spread = grouped.std(0, keepdim=True) if members > 1 else torch.zeros_like(mean)
+    deviation = (grouped - mean).reshape(x.shape)
+    return deviation, spread.expand_as(grouped).reshape(x.shape)
 
 
 def _tile(x: torch.Tensor, batch: int, what: str) -> torch.Tensor:
@@ -513,14 +552,19 @@ class ControllerGuidance:
         if state.tau == 0 or not bool(observed.any()):
             return None
         b = state.z.shape[0]
+        x0_hat = state.x0_hat.to(dtype)
+        ensemble = None
+        if self.network.config.ensemble_inputs:
+            ensemble = ensemble_statistics(x0_hat, self.preview_y.shape[0])
         f = self.network(
             state.z.to(dtype),
             state.sigma,
             state.tau,
-            state.x0_hat.to(dtype),
+            x0_hat,
             state.context.to(dtype),
             preview,
             noise,
+            ensemble,
         )
         self.calls += b
         gate = observed.to(dtype).reshape(b, *([1] * (f.ndim - 1)))

@@ -114,6 +114,12 @@ class ControllerTrainConfig:
             training trajectory's true frames x* over the whole state, every frame of the
             window).  The truth cost has no observation-noise floor in its gradient and
             weighs every regime by the full state, not by its number of observed points.
+            ``"crps"`` (offline, ``members`` >= 2): the fair CRPS of each chain's ensemble
+            against the true frames, over every point and frame, over sigma_y; a proper
+            score of the ensemble, so it rewards a spread that matches the error.
+        members: M, members per training chain (:class:`.chains.Chains`): the rollout batch
+            is M x ``batch_size`` and a controller with ``ensemble_inputs`` sees each
+            chain's ensemble statistics, as at inference.
         chain_reset: probability that a training chain restarts from a true context at a
             new random time before each window (1: every window starts from the truth; the
             mean chain length is L / chain_reset frames).
@@ -140,6 +146,7 @@ class ControllerTrainConfig:
     arrival_weight: float = 0.0
     detach_context: bool = False
     terminal: str = "observations"
+    members: int = 1
     chain_reset: float = 1.0 / 16
     regimes: str = "randomised"
     lr: float = 1e-3
@@ -166,8 +173,12 @@ class ControllerTrainConfig:
             raise ValueError("lr must be > 0, weight_decay and grad_clip >= 0")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ValueError("min_lr_ratio must be in [0, 1]")
-        if self.terminal not in ("observations", "truth"):
-            raise ValueError(f"terminal must be 'observations' or 'truth', got {self.terminal!r}")
+        if self.terminal not in ("observations", "truth", "crps"):
+            raise ValueError(
+                f"terminal must be 'observations', 'truth' or 'crps', got {self.terminal!r}"
+            )
+        if self.members < 1 or (self.terminal == "crps" and self.members < 2):
+            raise ValueError("members must be >= 1, and >= 2 for terminal='crps'")
         if not 0.0 <= self.chain_reset <= 1.0:
             raise ValueError("chain_reset must be in [0, 1]")
         if self.val_windows < 1:
@@ -442,7 +453,7 @@ def train_controller(
         network.parameters(), lr=tc.lr, betas=tc.adam_betas, weight_decay=tc.weight_decay
     )
     generator = torch.Generator().manual_seed(tc.seed + 1)
-    chains = Chains(tc.batch_size, train, k)
+    chains = Chains(tc.batch_size, train, k, tc.members)
     params = list(network.parameters())
 
     def rollout(window: tuple[Any, ...], detach_context: bool = False) -> dict[str, torch.Tensor]:
@@ -458,7 +469,8 @@ def train_controller(
             beta=tc.beta,
             arrival_weight=tc.arrival_weight,
             detach_context=detach_context,
-            truth=truth if tc.terminal == "truth" else None,
+            truth=truth,
+            terminal=tc.terminal,
         )
 
     def train_step(step: int) -> dict[str, float]:
@@ -489,16 +501,18 @@ def train_controller(
         sums = dict.fromkeys(keys, 0.0)
         with torch.no_grad():
             for _ in range(tc.val_batches):
-                val_chains = Chains(tc.batch_size, val, k)
+                val_chains = Chains(tc.batch_size, val, k, tc.members)
                 for _ in range(windows):
                     window = val_chains.advance(val, length, dist, 0.0, g, span=windows * length)
                     res = rollout(window)
                     val_chains.push(res["frames"])
                     for key in keys[:4]:
                         sums[key] += float(res[key].mean()) / windows
-                # RMSE of the last window of the chains: after windows * L frames
+                # RMSE of the last window of the chains (ensemble mean): after windows * L
+                # frames
                 truth = window[1]
-                sums["rmse"] += float((res["frames"] - truth).square().mean().sqrt())
+                mean = res["frames"].reshape(tc.members, *truth.shape).mean(0)
+                sums["rmse"] += float((mean - truth).square().mean().sqrt())
         return {f"val_{key}": v / tc.val_batches for key, v in sums.items()}
 
     identity = {
