@@ -123,6 +123,13 @@ class ControllerConfig:
             the control can depend on the ensemble's uncertainty as an EnKF's gain does.
             The members of a trajectory are the rows ``m * n + i`` of the sampler batch
             (members-major, n = rows of the preview), at inference and in training.
+        conserve_mean: (``output="state"`` only) remove the spatial mean (per channel) of
+            the shift u, so that the control never changes a frame's mean.  Both shipped
+            systems conserve it (KS the mean of u; a periodic flow's mean vorticity is 0),
+            and a spurious mean shift accumulates: on the KS ARDM, adding 1e-3 to every
+            point of every frame takes the 48-frame error from 0.013 to 0.12, while white
+            noise of that size leaves it at 0.013 (``python
+            benchmarks/diagnostics/shift_sensitivity.py``).
     """
 
     dims: int
@@ -140,6 +147,7 @@ class ControllerConfig:
     active_substeps: int | None = None
     output: str = "noise"
     ensemble_inputs: bool = False
+    conserve_mean: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dilations", tuple(int(d) for d in self.dilations))
@@ -147,6 +155,8 @@ class ControllerConfig:
             raise ValueError(f"active_substeps must be >= 1 or None, got {self.active_substeps}")
         if self.output not in ("noise", "state"):
             raise ValueError(f"output must be 'noise' or 'state', got {self.output!r}")
+        if self.conserve_mean and self.output != "state":
+            raise ValueError("conserve_mean needs output='state'")
         if self.dims not in (1, 2):
             raise ValueError(f"dims must be 1 or 2, got {self.dims}")
         for name in ("channels", "context_frames", "preview", "width", "blocks", "patch_size"):
@@ -434,6 +444,8 @@ class Controller(nn.Module):
             # frame being generated (a diagonal gain at the observed points); f = u / tau.
             innovation = preview.mask[:, 0] * (preview.y[:, 0] - x0_hat)
             shift = noise_t[(...,) + (None,) * (c.dims + 1)] * out + scale * innovation
+            if c.conserve_mean:
+                shift = shift - shift.mean(tuple(range(2, shift.ndim)), keepdim=True)
             return shift / tau_t[(...,) + (None,) * (c.dims + 1)]
         # Learned, noise-level dependent multiple of the gain feature (the last C channels):
         # the exact optimal control of a unit-variance scalar Gaussian at a(sigma) = 1.

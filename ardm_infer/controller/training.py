@@ -322,7 +322,9 @@ def controller_presets(pde: str) -> dict[str, tuple[ControllerConfig, Controller
     # nearly deterministic given its context; only the last sub-steps move it).
     net, train_cfg = default
     analysis = (
-        ControllerConfig.from_dict({**net.to_dict(), "active_substeps": 1, "output": "state"}),
+        ControllerConfig.from_dict(
+            {**net.to_dict(), "active_substeps": 1, "output": "state", "conserve_mean": True}
+        ),
         ControllerTrainConfig.from_dict(
             {
                 **train_cfg.to_dict(),
