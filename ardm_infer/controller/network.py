@@ -127,8 +127,8 @@ class ControllerConfig:
             the shift u, so that the control never changes a frame's mean.  Both shipped
             systems conserve it (KS the mean of u; a periodic flow's mean vorticity is 0),
             and a spurious mean shift accumulates: on the KS ARDM, adding 1e-3 to every
-            point of every frame takes the 48-frame error from 0.013 to 0.12, while white
-            noise of that size leaves it at 0.013 (``python
+            point of every frame takes the error after 48 frames from 0.015 to 0.15, while
+            white noise of that size leaves it at 0.016 (``python
             benchmarks/diagnostics/shift_sensitivity.py``).
     """
 
