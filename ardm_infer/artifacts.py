@@ -409,6 +409,13 @@ def load_verified_module(
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"card {cpath} has an invalid model_config ({err})") from err
     stored = json.loads(metadata.get("model_config", "null"))
+    if isinstance(stored, dict):
+        # Fields added to a config after an artifact was written take their defaults on both
+        # sides; compare the configs, not their spellings.
+        try:
+            stored = config_type.from_dict(stored).to_dict()
+        except (TypeError, ValueError):
+            pass
     if stored != config.to_dict():
         raise ValueError(
             f"card {cpath} does not match the weights {path}: model_config {config.to_dict()} "
