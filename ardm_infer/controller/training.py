@@ -225,10 +225,11 @@ def controller_presets(pde: str) -> dict[str, tuple[ControllerConfig, Controller
       convolutions) and 0.09-0.11x (Kolmogorov).  The shipped controllers' cards record
       what was actually run (both were stopped at 300 steps; see the README).
     - ``"analysis"``: the default trunk with ``active_substeps=1``, ``output="state"``,
-      trained with ``terminal="truth"``, ``detach_context=True``, beta = 0, w = 0 and lr 1e-3:
-      an amortised analysis increment of the last sub-step (see :mod:`.network`), fitted
-      frame by frame (with credit through the next frames' contexts, the first KS run's
-      validation RMSE went 0.065 -> 1.26 in 50 steps).
+      ``conserve_mean``, trained with ``terminal="truth"``, ``detach_context=True``,
+      beta = 0, w = 0 and lr 1e-3: an amortised analysis increment of the last sub-step
+      (see :mod:`.network`), fitted frame by frame (with credit through the next frames'
+      contexts, the first KS run's validation RMSE went 0.065 -> 1.26 in 50 steps).
+      Experimental: no run of it is shipped (paper/controller_ablations.md).
     - ``"smoke"``: a tiny net and a few steps, for tests and CI.
 
     Args:
