@@ -81,11 +81,14 @@ def controlled_rollout(
     for j in range(length):
         preview = preview_window(observation, mask, j, lam)
         guidances.append(ControllerGuidance(network, preview.y, preview.mask, sigma))
+    # The objective's observations per sampler row (the members of a window share its own).
     tile = (members,) + (1,) * (observation.ndim - 1)
-    rows = sigma.repeat(members).to(observation)
-    observations = window_observations(
-        observation.repeat(tile), mask.repeat(tile) if mask.ndim == observation.ndim else mask, rows
-    )
+    rows = sigma.to(observation)
+    if members > 1:
+        rows = rows.repeat(members)
+        observation = observation.repeat(tile)
+        mask = mask.repeat(tile) if mask.ndim == observation.ndim else mask
+    observations = window_observations(observation, mask, rows)
     arrival = None
     if arrival_weight > 0:
         arrival = ArrivalCosts(observations, arrival_weight)
@@ -95,7 +98,7 @@ def controlled_rollout(
     )
     cost = None if arrival is None else arrival.total_like(run.kl)
     terms = objective_terms(run, observations, beta=beta, arrival=cost)
-    if truth is not None and terminal != "observations":
+    if terminal != "observations":
         frames = run.frames
         if tuple(truth.shape) != (groups, *frames.shape[1:]):
             raise ValueError(
